@@ -1,0 +1,116 @@
+//! What a broker implementation provides to the runtime. Implemented by the in-memory broker
+//! (`ackstream::testing`) and the Kafka backend (`ackstream-kafka`); users never call it.
+//!
+//! The split follows Kafka's consumer model: a [`Consumer`] joins a group and reports partition
+//! assignments and revocations as [`ConsumerEvent`]s; each assigned partition is a
+//! [`PartitionFeed`] of records that can be rewound with `seek`; an [`OffsetStore`] takes the
+//! committable offsets the runtime computes and commits them, coalesced.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::error::BackendError;
+use crate::record::{OutgoingRecord, Record, RecordPosition, TopicPartition};
+use crate::subscriber::SubscriberConfig;
+
+/// A broker implementation: makes consumers and publishes records.
+pub trait Backend: Send + Sync + 'static {
+    /// The consumer this backend makes.
+    type Consumer: Consumer;
+
+    /// Creates a consumer for a subscriber (joining its group, if it has one).
+    fn consumer(
+        &self,
+        config: &SubscriberConfig,
+    ) -> impl Future<Output = Result<Self::Consumer, BackendError>> + Send;
+
+    /// Publishes one record and waits for the broker to confirm it.
+    fn publish(
+        &self,
+        record: OutgoingRecord,
+    ) -> impl Future<Output = Result<RecordPosition, BackendError>> + Send;
+}
+
+/// One subscriber's connection: assignment events and the offset store.
+pub trait Consumer: Send + 'static {
+    /// The per-partition record feed.
+    type Partition: PartitionFeed;
+
+    /// The next assignment change; `None` when the consumer is closed.
+    fn next_event(&mut self) -> impl Future<Output = Option<ConsumerEvent<Self::Partition>>> + Send;
+
+    /// Where the runtime stores committable offsets.
+    fn offset_store(&self) -> Arc<dyn OffsetStore>;
+
+    /// Leaves the group and releases the connection (after the runtime committed).
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// A change of the partitions assigned to a consumer.
+#[derive(Debug)]
+pub enum ConsumerEvent<P> {
+    /// Partitions newly assigned, each with its feed.
+    Assigned(Vec<P>),
+    /// Partitions being taken away. The runtime stops them, drains, commits, then calls
+    /// [`RevokeAck::done`]; the backend lets the rebalance proceed only after that (or after the
+    /// ack is dropped).
+    Revoked(Vec<TopicPartition>, RevokeAck),
+}
+
+/// Completion signal for a revocation; dropping it also completes it.
+#[derive(Debug)]
+pub struct RevokeAck(Option<oneshot::Sender<()>>);
+
+impl RevokeAck {
+    /// A revoke ack and the receiver the backend awaits.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(tx)), rx)
+    }
+
+    /// Reports that the revoked partitions were drained and committed.
+    pub fn done(mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The records of one assigned partition, in offset order.
+pub trait PartitionFeed: Send + 'static {
+    /// The partition this feed reads.
+    fn topic_partition(&self) -> &TopicPartition;
+
+    /// The next record; `None` once the partition is no longer readable (revoked or closed).
+    /// Must be cancel-safe: dropping the future loses no record.
+    fn next(&mut self) -> impl Future<Output = Option<Record>> + Send;
+
+    /// Rewinds the feed so `offset` is the next record returned. Records already fetched past
+    /// it are discarded.
+    fn seek(&mut self, offset: i64) -> Result<(), BackendError>;
+}
+
+/// Takes committable offsets and commits them.
+pub trait OffsetStore: Send + Sync + 'static {
+    /// Notes that `tp` may be committed up to `offset` (the next record to read). Called on the
+    /// hot path each time a partition's finished prefix moves: must be cheap; the backend
+    /// coalesces the actual commits.
+    fn store(&self, tp: &TopicPartition, offset: i64);
+
+    /// Commits everything stored so far and waits for the broker's confirmation.
+    fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+}
+
+/// An offset store that commits nothing: for consumers without a group.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCommit;
+
+impl OffsetStore for NoCommit {
+    fn store(&self, _: &TopicPartition, _: i64) {}
+    fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

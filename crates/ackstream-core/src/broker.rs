@@ -1,0 +1,247 @@
+//! Brokers: the user-facing handle (`subscriber`, `publish`, state, defaults), shared by every
+//! backend through [`BrokerCore`].
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::AckPolicy;
+use crate::backend::Backend;
+use crate::error::{BackendError, ConfigError};
+use crate::event::{Event, Observer};
+use crate::record::{Header, OutgoingRecord, RecordPosition};
+use crate::state::StateMap;
+use crate::subscriber::{StartContext, SubscriberBuilder, Subscription};
+
+/// The machinery every broker shares: its backend and its registered subscribers.
+pub struct BrokerCore<B: Backend> {
+    backend: Arc<B>,
+    inner: Mutex<Inner<B>>,
+}
+
+struct Inner<B: Backend> {
+    subscriptions: Vec<Arc<dyn Subscription<B>>>,
+    state: StateMap,
+    default_policy: AckPolicy,
+    observers: Vec<Observer>,
+}
+
+impl<B: Backend> fmt::Debug for BrokerCore<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner();
+        f.debug_struct("BrokerCore")
+            .field("subscribers", &inner.subscriptions.len())
+            .field("state", &inner.state)
+            .field("default_policy", &inner.default_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> BrokerCore<B> {
+    /// A broker core over a backend.
+    pub fn new(backend: B) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            inner: Mutex::new(Inner {
+                subscriptions: Vec::new(),
+                state: StateMap::new(),
+                default_policy: AckPolicy::default(),
+                observers: Vec::new(),
+            }),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner<B>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn default_ack_policy(&self) -> AckPolicy {
+        self.inner().default_policy
+    }
+
+    pub(crate) fn register(&self, subscription: Arc<dyn Subscription<B>>) {
+        self.inner().subscriptions.push(subscription);
+    }
+
+    fn observer(inner: &Inner<B>) -> Option<Observer> {
+        match inner.observers.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => {
+                let many = many.to_vec();
+                Some(Observer::new(move |e: &Event| {
+                    for o in &many {
+                        o.emit(e);
+                    }
+                }))
+            }
+        }
+    }
+}
+
+/// A broker whose subscribers an [`App`](https://docs.rs/ackstream) can run, with its handler
+/// types erased. Implemented for every [`BrokerCore`].
+pub trait Runnable: Send + Sync + 'static {
+    /// Checks every subscriber's handler against the broker's state.
+    fn check(&self) -> Result<(), ConfigError>;
+
+    /// One future per subscriber: each consumes until `shutdown` fires, then drains its
+    /// in-flight handlers (at most `drain_timeout`), commits and leaves its group.
+    fn start(
+        &self,
+        shutdown: &CancellationToken,
+        drain_timeout: Duration,
+    ) -> Vec<BoxFuture<'static, Result<(), BackendError>>>;
+}
+
+impl<B: Backend> Runnable for BrokerCore<B> {
+    fn check(&self) -> Result<(), ConfigError> {
+        let inner = self.inner();
+        inner
+            .subscriptions
+            .iter()
+            .try_for_each(|s| s.check(&inner.state))
+    }
+
+    fn start(
+        &self,
+        shutdown: &CancellationToken,
+        drain_timeout: Duration,
+    ) -> Vec<BoxFuture<'static, Result<(), BackendError>>> {
+        let inner = self.inner();
+        let ctx = StartContext {
+            state: inner.state.clone(),
+            observer: Self::observer(&inner),
+            shutdown: shutdown.clone(),
+            drain_timeout,
+        };
+        inner
+            .subscriptions
+            .iter()
+            .map(|s| s.start(self.backend.clone(), ctx.clone()))
+            .collect()
+    }
+}
+
+/// What every broker offers: declare subscribers, publish, give state, observe.
+///
+/// Implemented by `MemoryBroker` (`ackstream::testing`) and `KafkaBroker` (`ackstream-kafka`).
+/// The broker is a cheap handle: clones share the same subscribers and state.
+pub trait Broker: Clone + Send + Sync + 'static {
+    /// The backend behind this broker.
+    type Backend: Backend;
+
+    /// The shared machinery (what backends implement the broker with).
+    fn core(&self) -> &Arc<BrokerCore<Self::Backend>>;
+
+    /// Starts declaring a subscriber to one topic.
+    fn subscriber(&self, topic: impl Into<String>) -> SubscriberBuilder<Self::Backend> {
+        SubscriberBuilder::new(self.core().clone(), vec![topic.into()])
+    }
+
+    /// Starts declaring a subscriber to several topics (one consumer, one group).
+    fn subscriber_to<I, T>(&self, topics: I) -> SubscriberBuilder<Self::Backend>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        SubscriberBuilder::new(
+            self.core().clone(),
+            topics.into_iter().map(Into::into).collect(),
+        )
+    }
+
+    /// Starts publishing `payload` to `topic`; add a key, headers or a partition, then `.await`.
+    fn publish(&self, topic: impl Into<String>, payload: impl Into<Bytes>) -> Publish<Self::Backend> {
+        Publish {
+            backend: self.core().backend().clone(),
+            record: OutgoingRecord::new(topic, payload),
+        }
+    }
+
+    /// Starts publishing `value` as JSON to `topic`.
+    #[cfg(feature = "json")]
+    fn publish_json<T: serde::Serialize + ?Sized>(
+        &self,
+        topic: impl Into<String>,
+        value: &T,
+    ) -> Result<Publish<Self::Backend>, serde_json::Error> {
+        Ok(self.publish(topic, serde_json::to_vec(value)?))
+    }
+
+    /// Gives handlers a value of type `T`, reachable through the `State<T>` extractor.
+    #[must_use]
+    fn with_state<T: Clone + Send + Sync + 'static>(self, value: T) -> Self {
+        self.core().inner().state.insert(value);
+        self
+    }
+
+    /// The ack policy of subscribers that do not choose one (applies to subscribers declared
+    /// afterwards). Default: `AckFirst`.
+    #[must_use]
+    fn with_default_ack_policy(self, policy: AckPolicy) -> Self {
+        self.core().inner().default_policy = policy;
+        self
+    }
+
+    /// Calls `f` with every [`Event`] of this broker's subscribers (deliveries, settles,
+    /// stored offsets, assignments). Applies to runs started afterwards.
+    fn observe(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
+        self.core().inner().observers.push(Observer::new(f));
+    }
+}
+
+/// A record being published; `.await` it to send. Created by [`Broker::publish`].
+#[must_use = "a publish does nothing until awaited"]
+pub struct Publish<B: Backend> {
+    backend: Arc<B>,
+    record: OutgoingRecord,
+}
+
+impl<B: Backend> fmt::Debug for Publish<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Publish").field(&self.record).finish()
+    }
+}
+
+impl<B: Backend> Publish<B> {
+    /// Sets the key (with no explicit partition, the key chooses it: murmur2, as Kafka).
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.record.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.record.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Sends to this partition, whatever the key.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.record.partition = Some(partition);
+        self
+    }
+}
+
+impl<B: Backend> IntoFuture for Publish<B> {
+    type Output = Result<RecordPosition, BackendError>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.backend.publish(self.record).await })
+    }
+}

@@ -1,0 +1,82 @@
+//! Metadata extractors: key, headers, attempt, the message handle and application state.
+
+use std::any::type_name;
+
+use bytes::Bytes;
+
+use super::{FromMessageParts, Rejection};
+use crate::error::ConfigError;
+use crate::message::KafkaMessage;
+use crate::record::Headers;
+use crate::state::StateMap;
+
+impl FromMessageParts for KafkaMessage {
+    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+        Ok(msg.clone())
+    }
+}
+
+impl FromMessageParts for Headers {
+    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+        Ok(msg.headers().clone())
+    }
+}
+
+/// The record's key (`None` for a record without one).
+///
+/// ```
+/// use ackstream_core::extract::Key;
+/// async fn handler(Key(key): Key, body: String) {
+///     println!("{key:?}: {body}");
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key(pub Option<Bytes>);
+
+impl FromMessageParts for Key {
+    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+        Ok(Key(msg.key().cloned()))
+    }
+}
+
+/// Which attempt this delivery is: 1 the first time, +1 after each nack of the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt(pub u32);
+
+impl FromMessageParts for Attempt {
+    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+        Ok(Attempt(msg.attempt()))
+    }
+}
+
+/// Application state of type `T`, given to the broker with `with_state`.
+///
+/// ```
+/// use ackstream_core::extract::State;
+/// #[derive(Clone)]
+/// struct Db { url: String }
+/// async fn handler(State(db): State<Db>, body: String) {
+///     println!("{} <- {body}", db.url);
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct State<T>(pub T);
+
+impl<T: Clone + Send + Sync + 'static> FromMessageParts for State<T> {
+    fn from_message_parts(_: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection> {
+        state
+            .get::<T>()
+            .map(|v| State(v.clone()))
+            .ok_or_else(|| Rejection::new(type_name::<T>(), "no state of this type was given"))
+    }
+
+    fn check(state: &StateMap) -> Result<(), ConfigError> {
+        if state.contains::<T>() {
+            Ok(())
+        } else {
+            Err(ConfigError::MissingState {
+                type_name: type_name::<T>(),
+            })
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Handlers: plain async functions whose arguments are extractors.
+//!
+//! Any `async fn` (or closure returning a future) taking up to 12 extractors, metadata ones first
+//! and at most one payload extractor last, and returning `()` or `Result<(), E>` with `E` any
+//! error convertible to a boxed error (or an interrupt), is a [`Handler`].
+//!
+//! ```
+//! use ackstream_core::{Handler, HandlerError, KafkaMessage, extract::Key};
+//! async fn zero() {}
+//! async fn one(body: String) -> Result<(), std::io::Error> { Ok(()) }
+//! async fn three(Key(k): Key, msg: KafkaMessage, body: bytes::Bytes) -> Result<(), HandlerError> { Ok(()) }
+//! fn assert_handler<T, H: Handler<T>>(_: H) {}
+//! assert_handler(zero);
+//! assert_handler(one);
+//! assert_handler(three);
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::error::ConfigError;
+use crate::extract::{FromMessage, FromMessageParts, Rejection};
+use crate::message::KafkaMessage;
+use crate::outcome::{IntoOutcome, Outcome};
+use crate::state::StateMap;
+
+/// Something that handles a message: implemented for async functions of extractors.
+/// `T` is a marker that keeps the impls for different arities apart.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an ackstream handler",
+    note = "a handler is an async fn whose arguments are extractors (metadata first, one payload \
+            extractor last) and which returns () or Result<(), E> with E: Into<HandlerError>"
+)]
+pub trait Handler<T>: Clone + Send + Sync + 'static {
+    /// The future of one call.
+    type Future: Future<Output = Outcome> + Send + 'static;
+
+    /// Extracts the arguments and calls the handler.
+    fn call(&self, msg: &KafkaMessage, state: &StateMap) -> Self::Future;
+
+    /// Checks before anything is consumed that every argument can be extracted.
+    fn check(state: &StateMap) -> Result<(), ConfigError>;
+}
+
+pin_project! {
+    /// The future of a handler call: its arguments were refused, or it is running.
+    pub struct HandlerFuture<F> {
+        #[pin]
+        inner: Inner<F>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F> {
+        Rejected { rejection: Option<Rejection> },
+        Running { #[pin] future: F },
+    }
+}
+
+impl<F> HandlerFuture<F> {
+    fn rejected(rejection: Rejection) -> Self {
+        Self {
+            inner: Inner::Rejected {
+                rejection: Some(rejection),
+            },
+        }
+    }
+
+    fn running(future: F) -> Self {
+        Self {
+            inner: Inner::Running { future },
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for HandlerFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Inner::Rejected { rejection } => f.debug_tuple("Rejected").field(rejection).finish(),
+            Inner::Running { .. } => f.write_str("Running(..)"),
+        }
+    }
+}
+
+impl<F> Future for HandlerFuture<F>
+where
+    F: Future,
+    F::Output: IntoOutcome,
+{
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match self.project().inner.project() {
+            InnerProj::Rejected { rejection } => Poll::Ready(Outcome::Rejected(
+                rejection.take().expect("HandlerFuture polled after completion"),
+            )),
+            InnerProj::Running { future } => future.poll(cx).map(IntoOutcome::into_outcome),
+        }
+    }
+}
+
+impl<F, Fut> Handler<((),)> for F
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoOutcome,
+{
+    type Future = HandlerFuture<Fut>;
+
+    fn call(&self, _: &KafkaMessage, _: &StateMap) -> Self::Future {
+        HandlerFuture::running(self())
+    }
+
+    fn check(_: &StateMap) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+macro_rules! impl_handler {
+    ([$($ty:ident),*], $last:ident) => {
+        #[allow(non_snake_case, unused_mut)]
+        #[diagnostic::do_not_recommend]
+        impl<F, Fut, M, $($ty,)* $last> Handler<(M, $($ty,)* $last,)> for F
+        where
+            F: Fn($($ty,)* $last) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future + Send + 'static,
+            Fut::Output: IntoOutcome,
+            $( $ty: FromMessageParts + Send + 'static, )*
+            $last: FromMessage<M> + Send + 'static,
+        {
+            type Future = HandlerFuture<Fut>;
+
+            fn call(&self, msg: &KafkaMessage, state: &StateMap) -> Self::Future {
+                $(
+                    let $ty = match $ty::from_message_parts(msg, state) {
+                        Ok(v) => v,
+                        Err(r) => return HandlerFuture::rejected(r),
+                    };
+                )*
+                let $last = match $last::from_message(msg, state) {
+                    Ok(v) => v,
+                    Err(r) => return HandlerFuture::rejected(r),
+                };
+                HandlerFuture::running(self($($ty,)* $last))
+            }
+
+            fn check(state: &StateMap) -> Result<(), ConfigError> {
+                $( $ty::check(state)?; )*
+                $last::check(state)
+            }
+        }
+    };
+}
+
+all_the_tuples!(impl_handler);

@@ -1,0 +1,44 @@
+//! Core of [ackstream](https://docs.rs/ackstream): messages, extractors, handlers,
+//! acknowledgement policies, the per-partition offset tracker and the consume runtime.
+//!
+//! Applications depend on `ackstream`, which re-exports all of this. Backends (the Kafka client,
+//! the in-memory broker) depend on this crate alone and implement [`backend::Backend`]. It has
+//! no native dependencies.
+//!
+//! The acknowledgement contract lives in three places, each small:
+//! - [`tracker`]: the commit rule (commit only the finished prefix of each partition);
+//! - [`settle`] (private) and [`KafkaMessage`]: first settle wins, stores offsets, asks for rewinds;
+//! - the runtime (private): applies the [`AckPolicy`] around each handler call, drains and
+//!   commits on revoke and shutdown.
+
+#[macro_use]
+mod macros;
+
+pub mod backend;
+mod broker;
+mod error;
+pub mod event;
+pub mod extract;
+mod handler;
+mod interrupt;
+mod message;
+mod outcome;
+mod policy;
+mod record;
+mod runtime;
+mod settle;
+mod state;
+mod subscriber;
+pub mod tracker;
+
+pub use broker::{Broker, BrokerCore, Publish, Runnable};
+pub use error::{BackendError, BoxError, ConfigError, HandlerError};
+pub use handler::{Handler, HandlerFuture};
+pub use interrupt::{AckMessage, Disposition, NackAfter, NackMessage, RejectMessage};
+pub use message::{KafkaMessage, SettleError};
+pub use outcome::{IntoOutcome, Outcome};
+pub use policy::AckPolicy;
+pub use record::{Header, Headers, OutgoingRecord, Record, RecordPosition, TopicPartition};
+pub use settle::SettleStatus;
+pub use state::StateMap;
+pub use subscriber::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberBuilder, SubscriberConfig};

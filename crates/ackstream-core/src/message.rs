@@ -1,0 +1,224 @@
+//! The message handle a handler receives: the record plus the means to settle it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::BackendError;
+use crate::interrupt::Disposition;
+use crate::record::{Headers, Record, TopicPartition};
+use crate::settle::{PartitionContext, SettleStatus};
+use crate::tracker::DeliveryId;
+
+/// One delivery of a Kafka record, with `ack`, `nack` and `reject`.
+///
+/// Cheap to clone (one reference count); every clone settles the same delivery, and the first
+/// settle wins: later ones return [`SettleStatus::AlreadySettled`] and change nothing. Extract it
+/// in a handler to settle manually:
+///
+/// ```
+/// use ackstream_core::{HandlerError, KafkaMessage};
+///
+/// async fn handler(body: String, msg: KafkaMessage) -> Result<(), HandlerError> {
+///     if body.is_empty() {
+///         msg.reject().await?;
+///     } else {
+///         msg.ack().await?;
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct KafkaMessage(Arc<Delivery>);
+
+struct Delivery {
+    record: Record,
+    id: DeliveryId,
+    attempt: u32,
+    settled: AtomicBool,
+    partition: Arc<PartitionContext>,
+}
+
+impl KafkaMessage {
+    pub(crate) fn new(
+        record: Record,
+        id: DeliveryId,
+        attempt: u32,
+        partition: Arc<PartitionContext>,
+    ) -> Self {
+        Self(Arc::new(Delivery {
+            record,
+            id,
+            attempt,
+            settled: AtomicBool::new(false),
+            partition,
+        }))
+    }
+
+    /// The record.
+    pub fn record(&self) -> &Record {
+        &self.0.record
+    }
+
+    /// The record's topic.
+    pub fn topic(&self) -> &str {
+        &self.0.record.topic
+    }
+
+    /// The record's partition.
+    pub fn partition(&self) -> i32 {
+        self.0.record.partition
+    }
+
+    /// The record's topic and partition.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.0.partition.tp
+    }
+
+    /// The record's offset.
+    pub fn offset(&self) -> i64 {
+        self.0.record.offset
+    }
+
+    /// The record's key, if any.
+    pub fn key(&self) -> Option<&Bytes> {
+        self.0.record.key.as_ref()
+    }
+
+    /// The record's headers.
+    pub fn headers(&self) -> &Headers {
+        &self.0.record.headers
+    }
+
+    /// The record's timestamp (ms since the Unix epoch), if known.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.0.record.timestamp
+    }
+
+    /// The record's raw value.
+    pub fn payload(&self) -> &Bytes {
+        &self.0.record.payload
+    }
+
+    /// Which attempt this delivery is: 1 the first time, +1 after each nack of this record.
+    pub fn attempt(&self) -> u32 {
+        self.0.attempt
+    }
+
+    /// Whether this delivery has been settled (by the handler, an interrupt or the policy).
+    pub fn is_settled(&self) -> bool {
+        self.0.settled.load(Ordering::Acquire)
+    }
+
+    /// Acks: the record is finished and its partition's commit may move past it.
+    ///
+    /// Returns once the settle is recorded; the commit itself is coalesced and asynchronous
+    /// (use [`commit`](Self::commit) to wait for it).
+    pub async fn ack(&self) -> Result<SettleStatus, SettleError> {
+        Ok(self.settle(Disposition::Ack))
+    }
+
+    /// Nacks: the partition is rewound to this record, which is delivered again (with every
+    /// later record of the partition). After the subscriber's `max_attempts` it is rejected.
+    pub async fn nack(&self) -> Result<SettleStatus, SettleError> {
+        Ok(self.settle(Disposition::Nack { delay: None }))
+    }
+
+    /// Nacks with a delay before the partition is read again.
+    pub async fn nack_after(&self, delay: Duration) -> Result<SettleStatus, SettleError> {
+        Ok(self.settle(Disposition::Nack { delay: Some(delay) }))
+    }
+
+    /// Rejects: finished but failed; committed past like ack.
+    pub async fn reject(&self) -> Result<SettleStatus, SettleError> {
+        Ok(self.settle(Disposition::Reject))
+    }
+
+    /// Commits every offset stored so far for this subscriber and waits for the broker's
+    /// confirmation (settle first: only finished records are committed).
+    pub async fn commit(&self) -> Result<(), SettleError> {
+        self.0
+            .partition
+            .offsets()
+            .commit()
+            .await
+            .map_err(SettleError::Commit)
+    }
+
+    fn settle(&self, disposition: Disposition) -> SettleStatus {
+        let limit = self.0.partition.config.max_attempts;
+        self.settle_with_limit(disposition, limit)
+    }
+
+    /// Settles with an explicit attempt limit for nacks (the runtime uses the decode-failure
+    /// limit). The first settle wins.
+    pub(crate) fn settle_with_limit(
+        &self,
+        disposition: Disposition,
+        attempt_limit: Option<u32>,
+    ) -> SettleStatus {
+        if self.0.settled.swap(true, Ordering::AcqRel) {
+            return SettleStatus::AlreadySettled;
+        }
+        let d = &self.0;
+        d.partition.apply(
+            d.record.offset,
+            d.id,
+            d.attempt,
+            disposition,
+            attempt_limit,
+        )
+    }
+
+    /// Marks that the handler returned without settling (manual policy).
+    pub(crate) fn handler_returned(&self) {
+        if !self.is_settled() {
+            self.0
+                .partition
+                .returned(self.0.record.offset, self.0.id);
+        }
+    }
+
+    pub(crate) fn context(&self) -> &PartitionContext {
+        &self.0.partition
+    }
+}
+
+impl fmt::Debug for KafkaMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaMessage")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset())
+            .field("attempt", &self.attempt())
+            .field("settled", &self.is_settled())
+            .finish()
+    }
+}
+
+/// A settle or commit that could not be carried out.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SettleError {
+    /// The commit failed (it will be retried by later commits; nothing was reported committed).
+    Commit(BackendError),
+}
+
+impl fmt::Display for SettleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SettleError::Commit(e) => write!(f, "commit failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SettleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SettleError::Commit(e) => Some(e),
+        }
+    }
+}

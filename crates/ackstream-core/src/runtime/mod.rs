@@ -1,0 +1,161 @@
+//! The consume runtime: one task per subscriber that follows assignments, and one task per
+//! assigned partition that delivers its records to the handler in offset order.
+//!
+//! ```text
+//! backend consumer ── Assigned(feeds) ──▶ spawn a partition task per feed
+//!                  ── Revoked(tps)    ──▶ stop those tasks, drain (bounded), fence, commit, ack
+//! partition task:  rewind? seek │ next record ─▶ tracker.deliver ─▶ handler ─▶ policy settles
+//! shutdown:        stop every partition task, drain (bounded), fence, commit, leave the group
+//! ```
+
+mod partition;
+mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, Consumer, ConsumerEvent, OffsetStore, PartitionFeed};
+use crate::error::BackendError;
+use crate::event::Event;
+use crate::handler::Handler;
+use crate::record::TopicPartition;
+use crate::settle::{PartitionContext, SettleConfig};
+use crate::subscriber::{StartContext, SubscriberConfig};
+
+struct Worker {
+    ctx: Arc<PartitionContext>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Runs one subscriber until shutdown; see the module docs.
+pub(crate) async fn run_subscription<B, H, T>(
+    backend: Arc<B>,
+    config: Arc<SubscriberConfig>,
+    handler: H,
+    ctx: StartContext,
+) -> Result<(), BackendError>
+where
+    B: Backend,
+    H: Handler<T>,
+    T: 'static,
+{
+    let mut consumer = backend.consumer(&config).await?;
+    let offsets = consumer.offset_store();
+    let settle = Arc::new(SettleConfig {
+        max_attempts: config.max_attempts,
+        observer: ctx.observer.clone(),
+    });
+    let group: Option<Arc<str>> = config.group_id.as_deref().map(Arc::from);
+    let emit = |event: Event| {
+        if let Some(o) = &ctx.observer {
+            o.emit(&event);
+        }
+    };
+    let mut workers: HashMap<TopicPartition, Worker> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            event = consumer.next_event() => event,
+        };
+        match event {
+            None => break,
+            Some(ConsumerEvent::Assigned(feeds)) => {
+                let partitions: Vec<_> = feeds.iter().map(|f| f.topic_partition().clone()).collect();
+                tracing::debug!(?partitions, group = ?group, "partitions assigned");
+                for feed in feeds {
+                    let tp = feed.topic_partition().clone();
+                    let pctx = Arc::new(PartitionContext::new(
+                        tp.clone(),
+                        offsets.clone(),
+                        settle.clone(),
+                        config.manual_cumulative,
+                    ));
+                    let stop = CancellationToken::new();
+                    let task = tokio::spawn(partition::run(
+                        feed,
+                        pctx.clone(),
+                        handler.clone(),
+                        ctx.state.clone(),
+                        stop.clone(),
+                        config.clone(),
+                    ));
+                    if let Some(old) = workers.insert(tp, Worker { ctx: pctx, stop, task }) {
+                        // Assigned again without a revoke in between: retire the old task.
+                        stop_workers(vec![old], ctx.drain_timeout).await;
+                    }
+                }
+                emit(Event::Assigned {
+                    group: group.clone(),
+                    partitions,
+                });
+            }
+            Some(ConsumerEvent::Revoked(partitions, ack)) => {
+                let revoked: Vec<Worker> = partitions
+                    .iter()
+                    .filter_map(|tp| workers.remove(tp))
+                    .collect();
+                stop_workers(revoked, ctx.drain_timeout).await;
+                commit(&*offsets).await;
+                tracing::debug!(?partitions, group = ?group, "partitions revoked");
+                emit(Event::Revoked {
+                    group: group.clone(),
+                    partitions,
+                });
+                ack.done();
+            }
+        }
+    }
+    stop_workers(workers.into_values().collect(), ctx.drain_timeout).await;
+    commit(&*offsets).await;
+    consumer.close().await;
+    Ok(())
+}
+
+/// Stops partition tasks: no new records are dispatched, in-flight handlers get until the
+/// deadline, then are cancelled (their records stay unfinished, so they are not committed).
+/// Every partition is fenced afterwards, so late settles change nothing.
+async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
+    for w in &workers {
+        w.stop.cancel();
+    }
+    let deadline = Instant::now() + drain_timeout;
+    for mut w in workers {
+        if tokio::time::timeout_at(deadline, &mut w.task).await.is_err() {
+            tracing::warn!(
+                topic = %w.ctx.tp.topic,
+                partition = w.ctx.tp.partition,
+                ?drain_timeout,
+                "handler still running at the drain deadline: cancelled, its record is not committed"
+            );
+            w.task.abort();
+            let _ = w.task.await;
+        }
+        w.ctx.revoke();
+    }
+}
+
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// Synchronous commit with retries. A commit that keeps failing is logged, never reported as
+/// done; the offsets stay stored, so a later commit (or the next owner) picks them up.
+async fn commit(offsets: &dyn OffsetStore) {
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 1..=COMMIT_ATTEMPTS {
+        match offsets.commit().await {
+            Ok(()) => return,
+            Err(e) if attempt < COMMIT_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(e) => tracing::error!(error = %e, "commit failed; giving up for now"),
+        }
+    }
+}

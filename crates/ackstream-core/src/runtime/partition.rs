@@ -1,0 +1,87 @@
+//! One assigned partition: rewind when asked, deliver the next record, run the handler, settle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::policy;
+use crate::backend::PartitionFeed;
+use crate::event::Event;
+use crate::handler::Handler;
+use crate::message::KafkaMessage;
+use crate::settle::PartitionContext;
+use crate::state::StateMap;
+use crate::subscriber::SubscriberConfig;
+
+pub(super) async fn run<F, H, T>(
+    mut feed: F,
+    ctx: Arc<PartitionContext>,
+    handler: H,
+    state: StateMap,
+    stop: CancellationToken,
+    config: Arc<SubscriberConfig>,
+) where
+    F: PartitionFeed,
+    H: Handler<T>,
+{
+    loop {
+        if let Some(rewind) = ctx.take_rewind() {
+            if let Some(delay) = rewind.delay {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            if !seek(&mut feed, rewind.offset, &stop).await {
+                return;
+            }
+            continue;
+        }
+        let record = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = ctx.rewind_signal.notified() => continue,
+            record = feed.next() => match record {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let delivered = match ctx.deliver(record.offset) {
+            Ok(d) => d,
+            Err(e) => {
+                // A rewind is pending (the record will be read again) or the backend handed
+                // over a record the tracker cannot accept: skip it, it is not committed.
+                tracing::debug!(tp = %ctx.tp, offset = record.offset, reason = %e, "record not delivered");
+                continue;
+            }
+        };
+        let msg = KafkaMessage::new(record, delivered.id, delivered.attempt, ctx.clone());
+        ctx.emit(|| Event::Delivered {
+            tp: ctx.tp.clone(),
+            offset: msg.offset(),
+            attempt: delivered.attempt,
+        });
+        policy::process(&msg, &handler, &state, &config).await;
+    }
+}
+
+/// Seeks, retrying while the backend refuses; `false` if stopped meanwhile. A partition that
+/// cannot be rewound must not move on: its nacked record would never be redelivered.
+async fn seek<F: PartitionFeed>(feed: &mut F, offset: i64, stop: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match feed.seek(offset) {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(tp = %feed.topic_partition(), offset, error = %e, "seek failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Applying the ack policy around one handler call.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+
+use crate::AckPolicy;
+use crate::event::Event;
+use crate::handler::Handler;
+use crate::interrupt::Disposition;
+use crate::message::KafkaMessage;
+use crate::outcome::Outcome;
+use crate::state::StateMap;
+use crate::subscriber::SubscriberConfig;
+
+/// Runs the handler for one delivery and settles it as the policy says.
+pub(super) async fn process<H: Handler<T>, T>(
+    msg: &KafkaMessage,
+    handler: &H,
+    state: &StateMap,
+    config: &SubscriberConfig,
+) {
+    if config.ack_policy == AckPolicy::AckFirst {
+        msg.settle_with_limit(Disposition::Ack, None);
+    }
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(msg, state))) {
+        Ok(future) => AssertUnwindSafe(future)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p))),
+        Err(p) => Outcome::Panicked(panic_message(&*p)),
+    };
+    resolve(msg, outcome, config);
+}
+
+/// What the policy does after a handler failure (an error or a panic).
+fn on_failure(policy: AckPolicy) -> Option<Disposition> {
+    match policy {
+        AckPolicy::AckFirst | AckPolicy::Manual => None,
+        AckPolicy::Ack => Some(Disposition::Ack),
+        AckPolicy::RejectOnError => Some(Disposition::Reject),
+        AckPolicy::NackOnError => Some(Disposition::Nack { delay: None }),
+    }
+}
+
+fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
+    let policy = config.ack_policy;
+    let ctx = msg.context();
+    let (disposition, attempt_limit) = match outcome {
+        Outcome::Success => match policy {
+            AckPolicy::AckFirst | AckPolicy::Manual => (None, None),
+            _ => (Some(Disposition::Ack), None),
+        },
+        Outcome::Interrupted(d) => (Some(d), config.max_attempts),
+        Outcome::Failed(error) => {
+            tracing::warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                attempt = msg.attempt(),
+                %error,
+                "handler failed"
+            );
+            ctx.emit(|| Event::HandlerFailed {
+                tp: ctx.tp.clone(),
+                offset: msg.offset(),
+                error: error.to_string(),
+                panicked: false,
+            });
+            (on_failure(policy), config.max_attempts)
+        }
+        Outcome::Panicked(message) => {
+            tracing::error!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                attempt = msg.attempt(),
+                panic = %message,
+                "handler panicked"
+            );
+            ctx.emit(|| Event::HandlerFailed {
+                tp: ctx.tp.clone(),
+                offset: msg.offset(),
+                error: message.clone(),
+                panicked: true,
+            });
+            (on_failure(policy), config.max_attempts)
+        }
+        Outcome::Rejected(rejection) => {
+            tracing::warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                attempt = msg.attempt(),
+                reason = %rejection,
+                "record cannot be decoded; handler not called"
+            );
+            ctx.emit(|| Event::DecodeFailed {
+                tp: ctx.tp.clone(),
+                offset: msg.offset(),
+                reason: rejection.to_string(),
+            });
+            // The handler never saw the record, so under Manual nobody else can settle it.
+            let disposition = match policy {
+                AckPolicy::Manual => Some(Disposition::Reject),
+                p => on_failure(p),
+            };
+            let limit = config.max_attempts.unwrap_or(config.max_decode_attempts);
+            (disposition, Some(limit))
+        }
+    };
+    match disposition {
+        Some(d) => {
+            msg.settle_with_limit(d, attempt_limit);
+        }
+        None if policy == AckPolicy::Manual => msg.handler_returned(),
+        None => {}
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "handler panicked with a non-string payload".to_owned()
+    }
+}

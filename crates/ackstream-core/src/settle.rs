@@ -1,0 +1,209 @@
+//! Settlement: the bridge between a message handle and its partition's offset tracker.
+//!
+//! Every delivered message points at its partition's [`PartitionContext`]. A settle (from the
+//! handler, an interrupt or the policy) goes through it: the first settle of a delivery wins,
+//! the tracker moves the finished prefix, the new committable offset goes to the backend's
+//! offset store, and a nack leaves a rewind request for the partition task.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::backend::OffsetStore;
+use crate::event::{Event, Observer};
+use crate::interrupt::Disposition;
+use crate::record::TopicPartition;
+use crate::tracker::{Delivered, DeliveryId, OffsetTracker, TrackerError};
+
+/// What a settle did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleStatus {
+    /// The delivery was settled as given. A nack whose record ran out of attempts is reported
+    /// as the reject it became.
+    Settled(Disposition),
+    /// The delivery had already been settled; nothing changed.
+    AlreadySettled,
+    /// The delivery no longer counts: its partition was revoked, or an earlier record's nack
+    /// rewound the partition past it (it will be delivered again). Nothing changed.
+    Stale,
+}
+
+/// Subscriber settings the settle path needs.
+#[derive(Debug)]
+pub(crate) struct SettleConfig {
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) observer: Option<Observer>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Rewind {
+    pub(crate) offset: i64,
+    pub(crate) delay: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Ledger {
+    tracker: OffsetTracker,
+    rewind: Option<Rewind>,
+}
+
+/// One assigned partition's shared state: the tracker, the pending rewind, the offset store.
+#[derive(Debug)]
+pub(crate) struct PartitionContext {
+    pub(crate) tp: TopicPartition,
+    ledger: Mutex<Ledger>,
+    pub(crate) rewind_signal: Notify,
+    offsets: Arc<dyn OffsetStore>,
+    pub(crate) config: Arc<SettleConfig>,
+}
+
+impl std::fmt::Debug for dyn OffsetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OffsetStore")
+    }
+}
+
+impl PartitionContext {
+    pub(crate) fn new(
+        tp: TopicPartition,
+        offsets: Arc<dyn OffsetStore>,
+        config: Arc<SettleConfig>,
+        cumulative: bool,
+    ) -> Self {
+        let tracker = if cumulative {
+            OffsetTracker::cumulative()
+        } else {
+            OffsetTracker::new()
+        };
+        Self {
+            tp,
+            ledger: Mutex::new(Ledger {
+                tracker,
+                rewind: None,
+            }),
+            rewind_signal: Notify::new(),
+            offsets,
+            config,
+        }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock cannot leave the tracker half-updated (every tracker
+        // method validates before mutating), so a poisoned lock is still consistent.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn deliver(&self, offset: i64) -> Result<Delivered, TrackerError> {
+        self.ledger().tracker.deliver(offset)
+    }
+
+    pub(crate) fn take_rewind(&self) -> Option<Rewind> {
+        self.ledger().rewind.take()
+    }
+
+    /// Fences the partition; returns its final committable offset.
+    pub(crate) fn revoke(&self) -> Option<i64> {
+        self.ledger().tracker.revoke()
+    }
+
+    pub(crate) fn offsets(&self) -> &Arc<dyn OffsetStore> {
+        &self.offsets
+    }
+
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        if let Some(o) = &self.config.observer {
+            o.emit(&event());
+        }
+    }
+
+    /// The handler returned without settling (manual policy).
+    pub(crate) fn returned(&self, offset: i64, id: DeliveryId) {
+        let held = self.ledger().tracker.returned(offset, id);
+        if let Ok(Some(held)) = held {
+            self.warn_held_back(held);
+        }
+    }
+
+    fn warn_held_back(&self, offset: i64) {
+        tracing::warn!(
+            topic = %self.tp.topic,
+            partition = self.tp.partition,
+            offset,
+            "record left unsettled by its handler holds back the partition's commit; \
+             later acks will not commit past it (settle it, or opt into manual_cumulative)"
+        );
+        self.emit(|| Event::HeldBack {
+            tp: self.tp.clone(),
+            offset,
+        });
+    }
+
+    /// Applies a settle to the tracker. `attempt_limit`: a nack of a record at or past this
+    /// attempt becomes a reject.
+    pub(crate) fn apply(
+        &self,
+        offset: i64,
+        id: DeliveryId,
+        attempt: u32,
+        disposition: Disposition,
+        attempt_limit: Option<u32>,
+    ) -> SettleStatus {
+        let disposition = match disposition {
+            Disposition::Nack { .. } if attempt_limit.is_some_and(|limit| attempt >= limit) => {
+                tracing::warn!(
+                    topic = %self.tp.topic,
+                    partition = self.tp.partition,
+                    offset,
+                    attempt,
+                    "record ran out of attempts; rejecting instead of nacking"
+                );
+                Disposition::Reject
+            }
+            d => d,
+        };
+        let mut ledger = self.ledger();
+        let status = match disposition {
+            Disposition::Ack | Disposition::Reject => match ledger.tracker.finish(offset, id) {
+                Ok(finished) => {
+                    if let Some(position) = finished.advanced_to {
+                        // Stored under the lock so stores of one partition are monotonic.
+                        self.offsets.store(&self.tp, position);
+                        self.emit(|| Event::OffsetStored {
+                            tp: self.tp.clone(),
+                            offset: position,
+                        });
+                    }
+                    drop(ledger);
+                    if let Some(held) = finished.held_back_by {
+                        self.warn_held_back(held);
+                    }
+                    SettleStatus::Settled(disposition)
+                }
+                Err(_) => SettleStatus::Stale,
+            },
+            Disposition::Nack { delay } => match ledger.tracker.nack(offset, id) {
+                Ok(rewind_to) => {
+                    let rewind = match ledger.rewind.take() {
+                        Some(r) if r.offset < rewind_to => r,
+                        _ => Rewind {
+                            offset: rewind_to,
+                            delay,
+                        },
+                    };
+                    ledger.rewind = Some(rewind);
+                    drop(ledger);
+                    self.rewind_signal.notify_one();
+                    SettleStatus::Settled(disposition)
+                }
+                Err(_) => SettleStatus::Stale,
+            },
+        };
+        self.emit(|| Event::Settled {
+            tp: self.tp.clone(),
+            offset,
+            status,
+        });
+        status
+    }
+}

@@ -1,0 +1,308 @@
+//! Subscribers: which topics, which group, which policy, which handler.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::AckPolicy;
+use crate::backend::Backend;
+use crate::broker::BrokerCore;
+use crate::error::{BackendError, ConfigError};
+use crate::event::Observer;
+use crate::handler::Handler;
+use crate::state::StateMap;
+
+/// Where a consumer group without a committed offset starts reading (Kafka's `auto.offset.reset`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OffsetReset {
+    /// From the first record still in the partition.
+    Earliest,
+    /// From the next record published (Kafka's default).
+    #[default]
+    Latest,
+}
+
+/// How many times a record that cannot be decoded is delivered under `NackOnError` before it is
+/// rejected, unless the subscriber sets `max_attempts`. A payload that does not decode will not
+/// decode the next time either; a few attempts only cover decoders with external state.
+pub const DEFAULT_DECODE_ATTEMPTS: u32 = 3;
+
+/// A subscriber's resolved settings, as the runtime and the backends see them.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SubscriberConfig {
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group; `None` consumes every partition without committing.
+    pub group_id: Option<String>,
+    /// Start position for a group without a committed offset.
+    pub offset_reset: OffsetReset,
+    /// When the framework settles.
+    pub ack_policy: AckPolicy,
+    /// Deliveries of a record after which a nack becomes a reject (`None`: unlimited).
+    pub max_attempts: Option<u32>,
+    /// Deliveries of an undecodable record before it is rejected under `NackOnError`.
+    pub max_decode_attempts: u32,
+    /// Manual policy: an ack also finishes earlier records the handler left unsettled.
+    pub manual_cumulative: bool,
+    /// Backend settings passed through as given (for Kafka: librdkafka configuration).
+    pub settings: Vec<(String, String)>,
+}
+
+impl SubscriberConfig {
+    /// The topics joined with commas, for messages.
+    pub fn topics_label(&self) -> String {
+        self.topics.join(",")
+    }
+
+    /// The value of a passthrough setting, if given.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Configures a subscriber; finish with [`handle`](Self::handle). Created by
+/// [`Broker::subscriber`](crate::Broker::subscriber).
+///
+/// The FastStream spellings are sugar for [`ack_policy`](Self::ack_policy):
+/// `.auto_commit(false)` is `NackOnError`, `.auto_commit(true)` is `AckFirst`, `.no_ack(true)`
+/// is `Manual`. Giving two of them is an error, as is a committing policy without a group.
+#[must_use = "a subscriber does nothing until .handle(..) registers it"]
+pub struct SubscriberBuilder<B: Backend> {
+    core: Arc<BrokerCore<B>>,
+    topics: Vec<String>,
+    group_id: Option<String>,
+    offset_reset: OffsetReset,
+    choices: Vec<(&'static str, AckPolicy)>,
+    max_attempts: Option<u32>,
+    max_decode_attempts: u32,
+    manual_cumulative: bool,
+    settings: Vec<(String, String)>,
+}
+
+impl<B: Backend> std::fmt::Debug for SubscriberBuilder<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberBuilder")
+            .field("topics", &self.topics)
+            .field("group_id", &self.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> SubscriberBuilder<B> {
+    pub(crate) fn new(core: Arc<BrokerCore<B>>, topics: Vec<String>) -> Self {
+        Self {
+            core,
+            topics,
+            group_id: None,
+            offset_reset: OffsetReset::default(),
+            choices: Vec::new(),
+            max_attempts: None,
+            max_decode_attempts: DEFAULT_DECODE_ATTEMPTS,
+            manual_cumulative: false,
+            settings: Vec::new(),
+        }
+    }
+
+    /// Consumer group: members of one group split the partitions and share committed offsets.
+    pub fn group_id(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+
+    /// Where to start without a committed offset (default: latest, as Kafka).
+    pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    fn choose(mut self, setting: &'static str, policy: AckPolicy) -> Self {
+        self.choices.retain(|(s, _)| *s != setting);
+        self.choices.push((setting, policy));
+        self
+    }
+
+    /// When the framework settles records (default: the broker's default, `AckFirst` unless set).
+    pub fn ack_policy(self, policy: AckPolicy) -> Self {
+        self.choose("ack_policy", policy)
+    }
+
+    /// FastStream's `auto_commit`: `true` is `AckFirst`, `false` is `NackOnError`.
+    pub fn auto_commit(self, auto_commit: bool) -> Self {
+        let policy = if auto_commit {
+            AckPolicy::AckFirst
+        } else {
+            AckPolicy::NackOnError
+        };
+        self.choose("auto_commit", policy)
+    }
+
+    /// FastStream's `no_ack`: `true` is `Manual`; `false` chooses nothing.
+    pub fn no_ack(self, no_ack: bool) -> Self {
+        if no_ack {
+            self.choose("no_ack", AckPolicy::Manual)
+        } else {
+            self
+        }
+    }
+
+    /// After this many deliveries of a record, a nack rejects it instead (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Deliveries of an undecodable record before it is rejected under `NackOnError`
+    /// (default [`DEFAULT_DECODE_ATTEMPTS`]; `max_attempts`, when set, takes precedence).
+    pub fn max_decode_attempts(mut self, attempts: u32) -> Self {
+        self.max_decode_attempts = attempts;
+        self
+    }
+
+    /// Manual policy: let an ack also finish earlier records whose handlers returned without
+    /// settling (Kafka's cumulative commit). Off by default: an unsettled record holds the commit.
+    pub fn manual_cumulative(mut self, cumulative: bool) -> Self {
+        self.manual_cumulative = cumulative;
+        self
+    }
+
+    /// A backend setting passed through as given (for Kafka, any librdkafka consumer setting,
+    /// e.g. `session.timeout.ms`).
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Resolves the settings, or says what is wrong with them.
+    pub fn build_config(&self) -> Result<SubscriberConfig, ConfigError> {
+        if self.topics.is_empty() {
+            return Err(ConfigError::NoTopics);
+        }
+        if let Some(t) = self.topics.iter().find(|t| t.is_empty()) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "topic",
+                reason: format!("empty topic name in {t:?}"),
+            });
+        }
+        let topics = self.topics.join(",");
+        if let [(first, p1), (second, p2), ..] = self.choices.as_slice() {
+            return Err(ConfigError::ConflictingPolicy {
+                topics,
+                first: format!("{first} ({p1:?})"),
+                second: format!("{second} ({p2:?})"),
+            });
+        }
+        let ack_policy = self
+            .choices
+            .first()
+            .map_or_else(|| self.core.default_ack_policy(), |(_, p)| *p);
+        if self.group_id.as_deref() == Some("") {
+            return Err(ConfigError::InvalidSetting {
+                setting: "group_id",
+                reason: "empty group id".into(),
+            });
+        }
+        if ack_policy.needs_group() && self.group_id.is_none() {
+            return Err(ConfigError::PolicyNeedsGroup {
+                topics,
+                policy: ack_policy,
+            });
+        }
+        if self.max_attempts == Some(0) || self.max_decode_attempts == 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_attempts",
+                reason: "a record needs at least one attempt".into(),
+            });
+        }
+        if self.manual_cumulative && ack_policy != AckPolicy::Manual {
+            return Err(ConfigError::InvalidSetting {
+                setting: "manual_cumulative",
+                reason: format!("only applies to AckPolicy::Manual, not {ack_policy:?}"),
+            });
+        }
+        Ok(SubscriberConfig {
+            topics: self.topics.clone(),
+            group_id: self.group_id.clone(),
+            offset_reset: self.offset_reset,
+            ack_policy,
+            max_attempts: self.max_attempts,
+            max_decode_attempts: self.max_decode_attempts,
+            manual_cumulative: self.manual_cumulative,
+            settings: self.settings.clone(),
+        })
+    }
+
+    /// Registers `handler` for this subscriber, or returns why the settings cannot work.
+    pub fn try_handle<T: 'static, H: Handler<T>>(self, handler: H) -> Result<(), ConfigError> {
+        let config = self.build_config()?;
+        self.core.register(Arc::new(HandlerSubscription {
+            config: Arc::new(config),
+            handler,
+            _marker: PhantomData,
+        }));
+        Ok(())
+    }
+
+    /// Registers `handler` for this subscriber.
+    ///
+    /// # Panics
+    /// If the settings cannot work (a committing policy without a group, two policy choices, …):
+    /// a configuration mistake is reported when the subscriber is declared, before anything is
+    /// consumed. Use [`try_handle`](Self::try_handle) to get the error as a value.
+    #[track_caller]
+    pub fn handle<T: 'static, H: Handler<T>>(self, handler: H) {
+        if let Err(e) = self.try_handle(handler) {
+            panic!("{e}");
+        }
+    }
+}
+
+/// What the runtime needs to start one subscriber.
+#[derive(Clone, Debug)]
+pub(crate) struct StartContext {
+    pub(crate) state: StateMap,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) drain_timeout: std::time::Duration,
+}
+
+/// A registered subscriber, its handler type erased.
+pub(crate) trait Subscription<B: Backend>: Send + Sync + 'static {
+    fn check(&self, state: &StateMap) -> Result<(), ConfigError>;
+    fn start(
+        &self,
+        backend: Arc<B>,
+        ctx: StartContext,
+    ) -> BoxFuture<'static, Result<(), BackendError>>;
+}
+
+struct HandlerSubscription<H, T> {
+    config: Arc<SubscriberConfig>,
+    handler: H,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<B: Backend, H: Handler<T>, T: 'static> Subscription<B> for HandlerSubscription<H, T> {
+    fn check(&self, state: &StateMap) -> Result<(), ConfigError> {
+        H::check(state)
+    }
+
+    fn start(
+        &self,
+        backend: Arc<B>,
+        ctx: StartContext,
+    ) -> BoxFuture<'static, Result<(), BackendError>> {
+        Box::pin(crate::runtime::run_subscription(
+            backend,
+            self.config.clone(),
+            self.handler.clone(),
+            ctx,
+        ))
+    }
+}

@@ -1,0 +1,275 @@
+//! The per-partition offset tracker: the commit rule, and nothing else.
+//!
+//! Kafka commits are cumulative: committing offset `n` says every record below `n` is finished.
+//! So the only safe offset to commit for a partition is the offset of its first delivered record
+//! that is not finished (acked or rejected). The tracker keeps, per partition, the delivered
+//! records that the finished prefix has not yet passed, and moves that prefix as records finish,
+//! in whatever order they finish. A nack drops the nacked record and every later one (they will
+//! be delivered again from the rewound position). A revoke fences the tracker: nothing settles
+//! through it afterwards, because the partition may already belong to another member.
+//!
+//! It is pure: no I/O, no clock, no locks. The runtime calls it under a lock and acts on what it
+//! returns (store an offset, seek, log a warning).
+//!
+//! ```
+//! use ackstream_core::tracker::OffsetTracker;
+//! let mut t = OffsetTracker::new();
+//! let a = t.deliver(10).unwrap();
+//! let b = t.deliver(11).unwrap();
+//! // 11 finishes first: nothing can be committed while 10 is unfinished.
+//! assert_eq!(t.finish(11, b.id).unwrap().advanced_to, None);
+//! // 10 finishes: both are done, commit 12.
+//! assert_eq!(t.finish(10, a.id).unwrap().advanced_to, Some(12));
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+/// Identifies one delivery of one record, so a settle from an old delivery (before a nack rewound
+/// the partition, or before a revoke) cannot settle a newer delivery of the same offset.
+pub type DeliveryId = u64;
+
+/// A delivery the tracker accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// This delivery's id, to be passed back when it is settled.
+    pub id: DeliveryId,
+    /// Which attempt this is for the record (1 for the first delivery, +1 after each nack).
+    pub attempt: u32,
+}
+
+/// What finishing a record changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// The new committable offset, if the finished prefix moved.
+    pub advanced_to: Option<i64>,
+    /// A record the handler returned from without settling, which now holds the commit back
+    /// while later records finish (reported once per record, for a warning).
+    pub held_back_by: Option<i64>,
+}
+
+/// Why the tracker refused an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackerError {
+    /// The partition was revoked; nothing settles through this tracker any more.
+    Revoked,
+    /// The delivery is not pending: already finished, or dropped by an earlier nack's rewind.
+    Stale,
+    /// A delivery arrived out of offset order (a backend bug or a seek the runtime did not ask for).
+    OutOfOrder {
+        /// The offset delivered.
+        offset: i64,
+        /// The highest offset already pending or committed.
+        after: i64,
+    },
+}
+
+impl fmt::Display for TrackerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrackerError::Revoked => f.write_str("partition revoked"),
+            TrackerError::Stale => f.write_str("delivery no longer pending"),
+            TrackerError::OutOfOrder { offset, after } => {
+                write!(f, "offset {offset} delivered out of order (after {after})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TrackerError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Delivered, handler running or record handed to user code, not settled.
+    InFlight,
+    /// The handler returned without settling (manual policy): still unfinished.
+    Returned,
+    /// Acked or rejected.
+    Finished,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    offset: i64,
+    id: DeliveryId,
+    attempt: u32,
+    state: State,
+    warned: bool,
+}
+
+/// Tracks one partition's deliveries and computes its committable offset. See the module docs.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    /// Delivered records not yet passed by the finished prefix, in increasing offset order.
+    pending: VecDeque<Entry>,
+    /// Every delivered record below this offset is finished.
+    position: Option<i64>,
+    next_id: DeliveryId,
+    /// Attempts so far of records that were nacked and not yet finished.
+    nacked: HashMap<i64, u32>,
+    revoked: bool,
+    cumulative: bool,
+}
+
+impl OffsetTracker {
+    /// A tracker with the strict manual rule: a later ack never finishes an earlier unsettled record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A tracker where finishing a record also finishes every earlier record whose handler has
+    /// returned unsettled (Kafka's cumulative commit, opted into with `manual_cumulative`).
+    pub fn cumulative() -> Self {
+        Self {
+            cumulative: true,
+            ..Self::default()
+        }
+    }
+
+    /// Records a delivery of `offset`. Offsets must increase; after a nack the rewound offsets
+    /// may be delivered again.
+    pub fn deliver(&mut self, offset: i64) -> Result<Delivered, TrackerError> {
+        if self.revoked {
+            return Err(TrackerError::Revoked);
+        }
+        let after = match self.pending.back() {
+            Some(last) => Some(last.offset + 1),
+            None => self.position,
+        };
+        if let Some(after) = after
+            && offset < after
+        {
+            return Err(TrackerError::OutOfOrder {
+                offset,
+                after: after - 1,
+            });
+        }
+        let attempt = if self.nacked.is_empty() {
+            1
+        } else {
+            self.nacked.get(&offset).map_or(1, |a| a + 1)
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.push_back(Entry {
+            offset,
+            id,
+            attempt,
+            state: State::InFlight,
+            warned: false,
+        });
+        Ok(Delivered { id, attempt })
+    }
+
+    /// Marks a delivery acked or rejected and moves the finished prefix as far as it can go.
+    pub fn finish(&mut self, offset: i64, id: DeliveryId) -> Result<Finished, TrackerError> {
+        let idx = self.index_of(offset, id)?;
+        if self.cumulative {
+            for e in self.pending.range_mut(..idx) {
+                if e.state == State::Returned {
+                    e.state = State::Finished;
+                }
+            }
+        }
+        self.pending[idx].state = State::Finished;
+        let advanced_to = self.advance();
+        Ok(Finished {
+            advanced_to,
+            held_back_by: self.newly_held_back(),
+        })
+    }
+
+    /// Marks that the handler of a delivery returned without settling it (manual policy). The
+    /// record stays unfinished; returns the record now holding the commit back, if newly so.
+    pub fn returned(&mut self, offset: i64, id: DeliveryId) -> Result<Option<i64>, TrackerError> {
+        let idx = self.index_of(offset, id)?;
+        self.pending[idx].state = State::Returned;
+        Ok(self.newly_held_back())
+    }
+
+    /// Nacks a delivery: it and every later pending delivery are dropped, to be delivered again
+    /// from the returned offset, where the caller must rewind the partition.
+    pub fn nack(&mut self, offset: i64, id: DeliveryId) -> Result<i64, TrackerError> {
+        let idx = self.index_of(offset, id)?;
+        let attempt = self.pending[idx].attempt;
+        self.nacked.insert(offset, attempt);
+        self.pending.truncate(idx);
+        Ok(offset)
+    }
+
+    /// Fences the tracker after its partition was revoked and returns the final committable offset.
+    pub fn revoke(&mut self) -> Option<i64> {
+        self.revoked = true;
+        self.position
+    }
+
+    /// Whether the partition was revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked
+    }
+
+    /// The committable offset: every delivered record below it is finished.
+    pub fn position(&self) -> Option<i64> {
+        self.position
+    }
+
+    /// The attempt number of a pending delivery.
+    pub fn attempt(&self, offset: i64, id: DeliveryId) -> Option<u32> {
+        self.index_of(offset, id).ok().map(|i| self.pending[i].attempt)
+    }
+
+    /// Number of delivered records that are not finished.
+    pub fn unfinished(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|e| e.state != State::Finished)
+            .count()
+    }
+
+    fn index_of(&self, offset: i64, id: DeliveryId) -> Result<usize, TrackerError> {
+        if self.revoked {
+            return Err(TrackerError::Revoked);
+        }
+        let idx = self
+            .pending
+            .binary_search_by_key(&offset, |e| e.offset)
+            .map_err(|_| TrackerError::Stale)?;
+        let e = &self.pending[idx];
+        if e.id != id || e.state == State::Finished {
+            return Err(TrackerError::Stale);
+        }
+        Ok(idx)
+    }
+
+    fn advance(&mut self) -> Option<i64> {
+        let before = self.position;
+        while let Some(front) = self.pending.front() {
+            if front.state != State::Finished {
+                break;
+            }
+            let offset = front.offset;
+            self.pending.pop_front();
+            if !self.nacked.is_empty() {
+                self.nacked.remove(&offset);
+            }
+            self.position = Some(offset + 1);
+        }
+        (self.position != before).then_some(self.position).flatten()
+    }
+
+    fn newly_held_back(&mut self) -> Option<i64> {
+        let front = self.pending.front()?;
+        if front.state != State::Returned || front.warned {
+            return None;
+        }
+        if !self.pending.iter().any(|e| e.state == State::Finished) {
+            return None;
+        }
+        let front = self.pending.front_mut()?;
+        front.warned = true;
+        Some(front.offset)
+    }
+}
+
+#[cfg(test)]
+mod tests;

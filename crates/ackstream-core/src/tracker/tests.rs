@@ -1,0 +1,278 @@
+use super::*;
+use proptest::prelude::*;
+
+#[test]
+fn in_order_acks_advance_one_by_one() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(0).unwrap();
+    assert_eq!(t.finish(0, a.id).unwrap().advanced_to, Some(1));
+    let b = t.deliver(1).unwrap();
+    assert_eq!(t.finish(1, b.id).unwrap().advanced_to, Some(2));
+}
+
+#[test]
+fn unfinished_record_holds_the_prefix() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(5).unwrap();
+    let b = t.deliver(6).unwrap();
+    let c = t.deliver(7).unwrap();
+    assert_eq!(t.finish(7, c.id).unwrap().advanced_to, None);
+    assert_eq!(t.finish(5, a.id).unwrap().advanced_to, Some(6));
+    assert_eq!(t.finish(6, b.id).unwrap().advanced_to, Some(8));
+}
+
+#[test]
+fn second_settle_of_a_delivery_is_stale() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(0).unwrap();
+    t.finish(0, a.id).unwrap();
+    assert_eq!(t.finish(0, a.id), Err(TrackerError::Stale));
+    assert_eq!(t.nack(0, a.id), Err(TrackerError::Stale));
+}
+
+#[test]
+fn nack_drops_the_record_and_everything_after_it() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(0).unwrap();
+    let b = t.deliver(1).unwrap();
+    let c = t.deliver(2).unwrap();
+    assert_eq!(t.nack(1, b.id), Ok(1));
+    // the delivery of 2 before the rewind can no longer settle anything
+    assert_eq!(t.finish(2, c.id), Err(TrackerError::Stale));
+    assert_eq!(t.finish(0, a.id).unwrap().advanced_to, Some(1));
+    let b2 = t.deliver(1).unwrap();
+    assert_eq!(b2.attempt, 2);
+    let c2 = t.deliver(2).unwrap();
+    assert_eq!(c2.attempt, 1, "only the nacked record counts an attempt");
+    assert_eq!(t.finish(1, b.id), Err(TrackerError::Stale), "old delivery id");
+    t.finish(1, b2.id).unwrap();
+    assert_eq!(t.finish(2, c2.id).unwrap().advanced_to, Some(3));
+}
+
+#[test]
+fn revoke_fences_every_later_settle() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(0).unwrap();
+    let b = t.deliver(1).unwrap();
+    t.finish(0, a.id).unwrap();
+    assert_eq!(t.revoke(), Some(1));
+    assert_eq!(t.finish(1, b.id), Err(TrackerError::Revoked));
+    assert_eq!(t.position(), Some(1));
+    assert_eq!(t.deliver(2), Err(TrackerError::Revoked));
+}
+
+#[test]
+fn out_of_order_delivery_is_refused() {
+    let mut t = OffsetTracker::new();
+    t.deliver(3).unwrap();
+    assert!(matches!(
+        t.deliver(3),
+        Err(TrackerError::OutOfOrder { .. })
+    ));
+}
+
+#[test]
+fn manual_unsettled_record_is_reported_once_when_it_holds_back_a_later_ack() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(0).unwrap();
+    let b = t.deliver(1).unwrap();
+    let c = t.deliver(2).unwrap();
+    assert_eq!(t.returned(0, a.id), Ok(None));
+    let f = t.finish(1, b.id).unwrap();
+    assert_eq!(f, Finished { advanced_to: None, held_back_by: Some(0) });
+    let f = t.finish(2, c.id).unwrap();
+    assert_eq!(f, Finished { advanced_to: None, held_back_by: None });
+    // a late ack of the returned record releases everything
+    assert_eq!(t.finish(0, a.id).unwrap().advanced_to, Some(3));
+}
+
+#[test]
+fn cumulative_ack_finishes_earlier_returned_records_but_not_running_ones() {
+    let mut t = OffsetTracker::cumulative();
+    let a = t.deliver(0).unwrap();
+    let b = t.deliver(1).unwrap();
+    let c = t.deliver(2).unwrap();
+    let d = t.deliver(3).unwrap();
+    t.returned(0, a.id).unwrap();
+    // 1 is still in flight
+    assert_eq!(t.finish(2, c.id).unwrap().advanced_to, None);
+    t.returned(1, b.id).unwrap();
+    assert_eq!(t.finish(3, d.id).unwrap().advanced_to, Some(4));
+}
+
+// ---- property test: random interleavings against the commit rule ----
+
+#[derive(Clone, Debug)]
+enum Op {
+    Deliver,
+    Ack(usize),
+    Reject(usize),
+    Nack(usize),
+    Return(usize),
+    SettleStale(usize),
+    Revoke,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => Just(Op::Deliver),
+        3 => any::<usize>().prop_map(Op::Ack),
+        1 => any::<usize>().prop_map(Op::Reject),
+        1 => any::<usize>().prop_map(Op::Nack),
+        1 => any::<usize>().prop_map(Op::Return),
+        1 => any::<usize>().prop_map(Op::SettleStale),
+        1 => Just(Op::Revoke),
+    ]
+}
+
+/// A partition log, a consumer reading it, and the group's committed offset.
+struct Model {
+    log: Vec<i64>,
+    cursor: usize,
+    tracker: OffsetTracker,
+    outstanding: Vec<(i64, DeliveryId)>,
+    stale: Vec<(i64, DeliveryId)>,
+    finished_ever: std::collections::HashSet<i64>,
+    committed: i64,
+}
+
+impl Model {
+    fn new(log: Vec<i64>) -> Self {
+        Self {
+            committed: log[0],
+            log,
+            cursor: 0,
+            tracker: OffsetTracker::new(),
+            outstanding: Vec::new(),
+            stale: Vec::new(),
+            finished_ever: Default::default(),
+        }
+    }
+
+    fn seek(&mut self, offset: i64) {
+        self.cursor = self.log.partition_point(|&o| o < offset);
+    }
+
+    fn pick(&self, k: usize) -> Option<(usize, (i64, DeliveryId))> {
+        if self.outstanding.is_empty() {
+            return None;
+        }
+        let i = k % self.outstanding.len();
+        Some((i, self.outstanding[i]))
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Deliver => {
+                if let Some(&offset) = self.log.get(self.cursor) {
+                    let d = self.tracker.deliver(offset).expect("in-order delivery");
+                    self.outstanding.push((offset, d.id));
+                    self.cursor += 1;
+                }
+            }
+            Op::Ack(k) | Op::Reject(k) => {
+                if let Some((i, (offset, id))) = self.pick(k) {
+                    self.tracker.finish(offset, id).expect("pending delivery finishes");
+                    self.outstanding.remove(i);
+                    self.stale.push((offset, id));
+                    self.finished_ever.insert(offset);
+                }
+            }
+            Op::Return(k) => {
+                if let Some((_, (offset, id))) = self.pick(k) {
+                    self.tracker.returned(offset, id).expect("pending delivery returns");
+                }
+            }
+            Op::Nack(k) => {
+                if let Some((_, (offset, id))) = self.pick(k) {
+                    let rewind = self.tracker.nack(offset, id).expect("pending delivery nacks");
+                    assert_eq!(rewind, offset);
+                    let (dropped, kept): (Vec<_>, Vec<_>) =
+                        self.outstanding.iter().partition(|(o, _)| *o >= offset);
+                    self.stale.extend(dropped);
+                    self.outstanding = kept;
+                    self.seek(offset);
+                }
+            }
+            Op::SettleStale(k) => {
+                if !self.stale.is_empty() {
+                    let (offset, id) = self.stale[k % self.stale.len()];
+                    assert!(self.tracker.finish(offset, id).is_err(), "stale settle refused");
+                    assert!(self.tracker.nack(offset, id).is_err(), "stale nack refused");
+                }
+            }
+            Op::Revoke => {
+                self.tracker.revoke();
+                for (offset, id) in self.outstanding.drain(..) {
+                    assert_eq!(self.tracker.finish(offset, id), Err(TrackerError::Revoked));
+                    self.stale.push((offset, id));
+                }
+                // a new assignment resumes from the committed offset with a fresh tracker
+                self.tracker = OffsetTracker::new();
+                let committed = self.committed;
+                self.seek(committed);
+            }
+        }
+    }
+
+    /// The commit rule: the broker's committed offset never passes an unfinished record and
+    /// never moves backwards.
+    fn check(&mut self) {
+        if let Some(p) = self.tracker.position() {
+            assert!(p >= self.committed, "committed offset moved back: {} -> {p}", self.committed);
+            self.committed = p;
+        }
+        for &o in self.log.iter().take_while(|&&o| o < self.committed) {
+            assert!(self.finished_ever.contains(&o), "committed past unfinished record {o}");
+        }
+        for &(o, _) in &self.outstanding {
+            assert!(self.committed <= o, "committed {} past outstanding {o}", self.committed);
+        }
+    }
+
+    /// Delivers and finishes everything left; the committed offset must reach the end.
+    fn drain(&mut self) {
+        while let Some(&(offset, id)) = self.outstanding.first() {
+            self.tracker.finish(offset, id).unwrap();
+            self.finished_ever.insert(offset);
+            self.outstanding.remove(0);
+        }
+        while let Some(&offset) = self.log.get(self.cursor) {
+            let d = self.tracker.deliver(offset).unwrap();
+            self.tracker.finish(offset, d.id).unwrap();
+            self.finished_ever.insert(offset);
+            self.cursor += 1;
+            self.check();
+        }
+        self.check();
+        assert_eq!(self.committed, self.log.last().unwrap() + 1, "reaches the end");
+    }
+}
+
+fn log() -> impl Strategy<Value = Vec<i64>> {
+    // increasing offsets with gaps (compaction, transaction markers)
+    (0i64..1000, prop::collection::vec(1i64..4, 1..60)).prop_map(|(start, steps)| {
+        let mut o = start;
+        steps
+            .into_iter()
+            .map(|s| {
+                o += s;
+                o
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn commit_rule_holds_for_random_interleavings(log in log(), ops in prop::collection::vec(op(), 0..200)) {
+        let mut m = Model::new(log);
+        for op in &ops {
+            m.apply(op);
+            m.check();
+        }
+        m.drain();
+    }
+}
