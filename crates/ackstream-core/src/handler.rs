@@ -1,8 +1,8 @@
 //! Handlers: plain async functions whose arguments are extractors.
 //!
-//! Any `async fn` (or closure returning a future) taking up to 12 extractors, metadata ones first
-//! and at most one payload extractor last, and returning `()` or `Result<(), E>` with `E` any
-//! error convertible to a boxed error (or an interrupt), is a [`Handler`].
+//! Any `async fn` (or closure returning a future) taking up to 12 extractors, in any order, and
+//! returning `()` or `Result<(), E>` with `E` any error convertible to a boxed error (or an
+//! interrupt), is a [`Handler`].
 //!
 //! ```
 //! use ackstream_core::{Handler, HandlerError, KafkaMessage, extract::Key};
@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::error::ConfigError;
-use crate::extract::{FromMessage, FromMessageParts, Rejection};
+use crate::extract::{FromMessage, Rejection};
 use crate::message::KafkaMessage;
 use crate::outcome::{IntoOutcome, Outcome};
 use crate::state::StateMap;
@@ -31,8 +31,8 @@ use crate::state::StateMap;
 /// `T` is a marker that keeps the impls for different arities apart.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an ackstream handler",
-    note = "a handler is an async fn whose arguments are extractors (metadata first, one payload \
-            extractor last) and which returns () or Result<(), E> with E: Into<HandlerError>"
+    note = "a handler is an async fn whose arguments are extractors and which returns () or \
+            Result<(), E> with E: Into<HandlerError>"
 )]
 pub trait Handler<T>: Clone + Send + Sync + 'static {
     /// The future of one call.
@@ -122,21 +122,21 @@ where
 
 macro_rules! impl_handler {
     ([$($ty:ident),*], $last:ident) => {
-        #[allow(non_snake_case, unused_mut)]
+        #[allow(non_snake_case)]
         #[diagnostic::do_not_recommend]
-        impl<F, Fut, M, $($ty,)* $last> Handler<(M, $($ty,)* $last,)> for F
+        impl<F, Fut, $($ty,)* $last> Handler<($($ty,)* $last,)> for F
         where
             F: Fn($($ty,)* $last) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future + Send + 'static,
             Fut::Output: IntoOutcome,
-            $( $ty: FromMessageParts + Send + 'static, )*
-            $last: FromMessage<M> + Send + 'static,
+            $( $ty: FromMessage + Send + 'static, )*
+            $last: FromMessage + Send + 'static,
         {
             type Future = HandlerFuture<Fut>;
 
             fn call(&self, msg: &KafkaMessage, state: &StateMap) -> Self::Future {
                 $(
-                    let $ty = match $ty::from_message_parts(msg, state) {
+                    let $ty = match $ty::from_message(msg, state) {
                         Ok(v) => v,
                         Err(r) => return HandlerFuture::rejected(r),
                     };

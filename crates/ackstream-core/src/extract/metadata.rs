@@ -4,20 +4,20 @@ use std::any::type_name;
 
 use bytes::Bytes;
 
-use super::{FromMessageParts, Rejection};
+use super::{FromMessage, Rejection};
 use crate::error::ConfigError;
 use crate::message::KafkaMessage;
 use crate::record::Headers;
 use crate::state::StateMap;
 
-impl FromMessageParts for KafkaMessage {
-    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+impl FromMessage for KafkaMessage {
+    fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         Ok(msg.clone())
     }
 }
 
-impl FromMessageParts for Headers {
-    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+impl FromMessage for Headers {
+    fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         Ok(msg.headers().clone())
     }
 }
@@ -33,8 +33,8 @@ impl FromMessageParts for Headers {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key(pub Option<Bytes>);
 
-impl FromMessageParts for Key {
-    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+impl FromMessage for Key {
+    fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         Ok(Key(msg.key().cloned()))
     }
 }
@@ -43,8 +43,8 @@ impl FromMessageParts for Key {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attempt(pub u32);
 
-impl FromMessageParts for Attempt {
-    fn from_message_parts(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+impl FromMessage for Attempt {
+    fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         Ok(Attempt(msg.attempt()))
     }
 }
@@ -62,8 +62,8 @@ impl FromMessageParts for Attempt {
 #[derive(Clone, Debug)]
 pub struct State<T>(pub T);
 
-impl<T: Clone + Send + Sync + 'static> FromMessageParts for State<T> {
-    fn from_message_parts(_: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection> {
+impl<T: Clone + Send + Sync + 'static> FromMessage for State<T> {
+    fn from_message(_: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection> {
         state
             .get::<T>()
             .map(|v| State(v.clone()))

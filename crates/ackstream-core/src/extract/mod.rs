@@ -1,10 +1,9 @@
 //! Extractors: how a handler's arguments are taken from a message, the axum way.
 //!
-//! Metadata extractors implement [`FromMessageParts`] and may appear in any position: the
-//! message handle [`KafkaMessage`](crate::KafkaMessage), [`Key`], [`Headers`](crate::Headers),
-//! [`State`], [`Attempt`]. Payload extractors implement [`FromMessage`] and must be the last
-//! argument: `String`, `Bytes`, `Vec<u8>`, `Json<T>`. When extraction fails the handler is not
-//! called; the record fails with a decode error and the ack policy decides (see
+//! Every argument of a handler implements [`FromMessage`]. Metadata: the message handle
+//! [`KafkaMessage`](crate::KafkaMessage), [`Key`], [`Headers`](crate::Headers), [`State`],
+//! [`Attempt`]. Payload: `String`, `Bytes`, `Vec<u8>`, `Json<T>`. When extraction fails the
+//! handler is not called; the record fails with a decode error and the ack policy decides (see
 //! [`AckPolicy`](crate::AckPolicy)).
 
 use std::fmt;
@@ -22,59 +21,43 @@ mod payload;
 pub use json::Json;
 pub use metadata::{Attempt, Key, State};
 
-/// Extracts a value from a message's metadata (not its payload); usable in any argument position.
+/// Extracts a handler argument from a message.
+///
+/// Extractors borrow the message and consume nothing, so arguments may come in any order (the
+/// seed handler is `async fn(body: String, msg: KafkaMessage)`): unlike axum's request body, a
+/// record's payload is shared, not streamed.
+///
+/// ```
+/// use ackstream_core::extract::{FromMessage, Rejection};
+/// use ackstream_core::{KafkaMessage, StateMap};
+///
+/// /// The `tenant` header, required.
+/// struct Tenant(String);
+///
+/// impl FromMessage for Tenant {
+///     fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+///         msg.headers()
+///             .get_str("tenant")
+///             .map(|t| Tenant(t.to_owned()))
+///             .ok_or_else(|| Rejection::new("Tenant", "missing `tenant` header"))
+///     }
+/// }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an ackstream extractor",
     label = "cannot be a handler argument",
-    note = "metadata extractors: KafkaMessage, Key, Headers, State<T>, Attempt; \
-            payload extractors (last argument only): String, Bytes, Vec<u8>, Json<T>"
+    note = "extractors: String, Bytes, Vec<u8>, Json<T> (payload); KafkaMessage, Key, Headers, \
+            State<T>, Attempt (metadata); or implement FromMessage for your type"
 )]
-pub trait FromMessageParts: Sized {
-    /// Extracts the value, or explains why not.
-    fn from_message_parts(msg: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection>;
+pub trait FromMessage: Sized {
+    /// Extracts the value, or explains why not (a decode error: the handler is not called).
+    fn from_message(msg: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection>;
 
     /// Checks, before anything is consumed, that extraction can ever succeed (e.g. that the
     /// state a `State<T>` needs was given).
     fn check(_state: &StateMap) -> Result<(), ConfigError> {
         Ok(())
     }
-}
-
-/// Extracts a value from a message, payload included; only the last handler argument.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an ackstream extractor",
-    label = "cannot be a handler argument",
-    note = "payload extractors (last argument only): String, Bytes, Vec<u8>, Json<T>; \
-            metadata extractors: KafkaMessage, Key, Headers, State<T>, Attempt"
-)]
-pub trait FromMessage<M = private::ViaMessage>: Sized {
-    /// Extracts the value, or explains why not.
-    fn from_message(msg: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection>;
-
-    /// See [`FromMessageParts::check`].
-    fn check(_state: &StateMap) -> Result<(), ConfigError> {
-        Ok(())
-    }
-}
-
-impl<T: FromMessageParts> FromMessage<private::ViaParts> for T {
-    fn from_message(msg: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection> {
-        T::from_message_parts(msg, state)
-    }
-
-    fn check(state: &StateMap) -> Result<(), ConfigError> {
-        T::check(state)
-    }
-}
-
-/// Marker types that keep the payload and metadata impls of [`FromMessage`] apart.
-pub mod private {
-    /// The extractor reads the payload.
-    #[derive(Debug, Clone, Copy)]
-    pub enum ViaMessage {}
-    /// The extractor reads only metadata.
-    #[derive(Debug, Clone, Copy)]
-    pub enum ViaParts {}
 }
 
 /// Why an extractor could not produce its value: the record's decode error.

@@ -94,8 +94,8 @@ fn cumulative_ack_finishes_earlier_returned_records_but_not_running_ones() {
     let c = t.deliver(2).unwrap();
     let d = t.deliver(3).unwrap();
     t.returned(0, a.id).unwrap();
-    // 1 is still in flight
-    assert_eq!(t.finish(2, c.id).unwrap().advanced_to, None);
+    // 1 is still in flight: 2's ack finishes 0 (returned) but cannot pass 1
+    assert_eq!(t.finish(2, c.id).unwrap().advanced_to, Some(1));
     t.returned(1, b.id).unwrap();
     assert_eq!(t.finish(3, d.id).unwrap().advanced_to, Some(4));
 }
@@ -203,10 +203,10 @@ impl Model {
             }
             Op::Revoke => {
                 self.tracker.revoke();
-                for (offset, id) in self.outstanding.drain(..) {
+                for (offset, id) in self.outstanding.drain(..).chain(self.stale.drain(..)) {
                     assert_eq!(self.tracker.finish(offset, id), Err(TrackerError::Revoked));
-                    self.stale.push((offset, id));
                 }
+                // (delivery ids are per tracker: the old ones mean nothing to the next one)
                 // a new assignment resumes from the committed offset with a fresh tracker
                 self.tracker = OffsetTracker::new();
                 let committed = self.committed;

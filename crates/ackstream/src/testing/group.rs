@@ -1,0 +1,203 @@
+//! Consumer groups of the in-memory broker: membership, eager rebalances, committed offsets.
+//!
+//! Like Kafka's eager protocol: when a member joins or leaves, every member's partitions are
+//! revoked (each member drains and commits, then acknowledges), then all partitions of the
+//! subscribed topics are assigned again, per topic, in contiguous ranges over the members
+//! sorted by join order (Kafka's range assignor). A commit from a member that does not own the
+//! partition is refused, as Kafka fences a stale generation.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ackstream_core::backend::{ConsumerEvent, RevokeAck};
+use ackstream_core::{BackendError, OffsetReset, TopicPartition};
+use tokio::sync::mpsc;
+
+use super::feed::MemoryFeed;
+use super::log::{Topics, lock};
+
+/// How long a rebalance waits for a member to drain and acknowledge a revoke.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) type EventSender = mpsc::UnboundedSender<ConsumerEvent<MemoryFeed>>;
+
+#[derive(Debug)]
+struct Member {
+    id: u64,
+    topics: Vec<String>,
+    reset: OffsetReset,
+    events: EventSender,
+    assigned: Vec<TopicPartition>,
+}
+
+#[derive(Debug, Default)]
+struct Members {
+    next_id: u64,
+    list: Vec<Member>,
+}
+
+/// One consumer group.
+#[derive(Debug)]
+pub(super) struct Group {
+    name: Arc<str>,
+    members: tokio::sync::Mutex<Members>,
+    committed: Mutex<HashMap<TopicPartition, i64>>,
+    owners: Mutex<HashMap<TopicPartition, u64>>,
+    /// Bumped on every commit, for waiters.
+    commits: tokio::sync::watch::Sender<u64>,
+}
+
+impl Group {
+    pub(super) fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            members: Default::default(),
+            committed: Default::default(),
+            owners: Default::default(),
+            commits: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    pub(super) fn committed(&self, tp: &TopicPartition) -> Option<i64> {
+        lock(&self.committed).get(tp).copied()
+    }
+
+    /// Commits `offset` for `tp` if `member` owns it; `false` if fenced.
+    pub(super) fn commit(&self, member: u64, tp: &TopicPartition, offset: i64) -> bool {
+        if lock(&self.owners).get(tp) != Some(&member) {
+            return false;
+        }
+        lock(&self.committed).insert(tp.clone(), offset);
+        self.commits.send_modify(|n| *n += 1);
+        true
+    }
+
+    /// Notified after every commit.
+    pub(super) fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    pub(super) async fn member_count(&self) -> usize {
+        self.members.lock().await.list.len()
+    }
+
+    /// Adds a member and rebalances; returns its id.
+    pub(super) async fn join(
+        &self,
+        topics: &Topics,
+        member_topics: Vec<String>,
+        reset: OffsetReset,
+        events: EventSender,
+    ) -> Result<u64, BackendError> {
+        let mut members = self.members.lock().await;
+        self.revoke_all(&mut members).await;
+        let id = members.next_id;
+        members.next_id += 1;
+        members.list.push(Member {
+            id,
+            topics: member_topics,
+            reset,
+            events,
+            assigned: Vec::new(),
+        });
+        self.assign_all(&mut members, topics)?;
+        Ok(id)
+    }
+
+    /// Removes a member (which has already drained and committed) and rebalances the rest.
+    pub(super) async fn leave(&self, id: u64, topics: &Topics) {
+        let mut members = self.members.lock().await;
+        if let Some(i) = members.list.iter().position(|m| m.id == id) {
+            let gone = members.list.remove(i);
+            let mut owners = lock(&self.owners);
+            for tp in &gone.assigned {
+                owners.remove(tp);
+            }
+        }
+        self.revoke_all(&mut members).await;
+        if let Err(e) = self.assign_all(&mut members, topics) {
+            tracing::error!(group = %self.name, error = %e, "rebalance failed");
+        }
+    }
+
+    async fn revoke_all(&self, members: &mut Members) {
+        let mut waits = Vec::new();
+        members.list.retain_mut(|m| {
+            if m.assigned.is_empty() {
+                return !m.events.is_closed();
+            }
+            let partitions = std::mem::take(&mut m.assigned);
+            let (ack, done) = RevokeAck::new();
+            if m.events
+                .send(ConsumerEvent::Revoked(partitions.clone(), ack))
+                .is_err()
+            {
+                // The member is gone (dropped without leaving): forget it.
+                let mut owners = lock(&self.owners);
+                for tp in &partitions {
+                    owners.remove(tp);
+                }
+                return false;
+            }
+            waits.push((m.id, partitions, done));
+            true
+        });
+        for (id, partitions, done) in waits {
+            if tokio::time::timeout(REVOKE_TIMEOUT, done).await.is_err() {
+                tracing::warn!(group = %self.name, member = id, "member did not finish its revoke in time");
+            }
+            let mut owners = lock(&self.owners);
+            for tp in &partitions {
+                owners.remove(tp);
+            }
+        }
+    }
+
+    fn assign_all(&self, members: &mut Members, topics: &Topics) -> Result<(), BackendError> {
+        let names: BTreeSet<String> = members
+            .list
+            .iter()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect();
+        let mut plan: HashMap<u64, Vec<MemoryFeed>> = HashMap::new();
+        for name in names {
+            let topic = topics.get_or_create(&name)?;
+            let subscribed: Vec<&Member> = members
+                .list
+                .iter()
+                .filter(|m| m.topics.contains(&name))
+                .collect();
+            let n = topic.partitions.len();
+            let k = subscribed.len();
+            for (i, member) in subscribed.iter().enumerate() {
+                // range assignor: the first n % k members get one extra partition
+                let start = i * (n / k) + i.min(n % k);
+                let len = n / k + usize::from(i < n % k);
+                for log in &topic.partitions[start..start + len] {
+                    let from = match (self.committed(&log.tp), member.reset) {
+                        (Some(c), _) => c,
+                        (None, OffsetReset::Earliest) => 0,
+                        (None, OffsetReset::Latest) => log.end_offset(),
+                    };
+                    plan.entry(member.id).or_default().push(MemoryFeed::new(
+                        log.clone(),
+                        from,
+                        Some(self.name.clone()),
+                    ));
+                }
+            }
+        }
+        let mut owners = lock(&self.owners);
+        for member in &mut members.list {
+            let feeds = plan.remove(&member.id).unwrap_or_default();
+            member.assigned = feeds.iter().map(|f| f.tp().clone()).collect();
+            for tp in &member.assigned {
+                owners.insert(tp.clone(), member.id);
+            }
+            // A member that is gone is found and dropped at the next rebalance.
+            let _ = member.events.send(ConsumerEvent::Assigned(feeds));
+        }
+        Ok(())
+    }
+}
