@@ -1,1 +1,101 @@
-//! suite
+//! The behaviour suite: every acknowledgement rule of `semantics.md`, written once against a
+//! [`Fixture`], run against every broker (the in-memory broker here, Kafka in `ackstream-kafka`).
+//!
+//! A broker's test file is one line:
+//! ```ignore
+//! ackstream_suite::behaviour_suite!(ackstream_suite::MemoryFixture::new());
+//! ```
+//! which expands to one `#[tokio::test]` per scenario: a module per ack policy with one test per
+//! handler behaviour (checked against [`policies::expected`]), plus the group, rebalance and
+//! shutdown scenarios of [`scenarios`]. Tests synchronise on runtime events ([`Recorder`]),
+//! never on sleeps, and use unique topic and group names so they can run in parallel.
+
+mod fixture;
+pub mod policies;
+mod recorder;
+pub mod scenarios;
+
+pub use fixture::{Fixture, MemoryFixture, unique};
+pub use recorder::{EVENT_TIMEOUT, Recorder};
+
+/// Expands to the whole suite for one fixture expression (evaluated once per test).
+#[macro_export]
+macro_rules! behaviour_suite {
+    ($fixture:expr) => {
+        $crate::__policy_tests!($fixture, ack_first, AckFirst);
+        $crate::__policy_tests!($fixture, ack, Ack);
+        $crate::__policy_tests!($fixture, reject_on_error, RejectOnError);
+        $crate::__policy_tests!($fixture, nack_on_error, NackOnError);
+        $crate::__policy_tests!($fixture, manual, Manual);
+        $crate::__scenario_tests!($fixture,
+            ack_first_acks_before_the_handler_runs,
+            nack_on_error_commits_after_success_and_redelivers_after_error,
+            manual_unsettled_record_holds_back_the_commit,
+            nack_redelivers_to_another_group_member,
+            members_of_one_group_split_the_partitions,
+            every_group_sees_every_record,
+            restart_resumes_from_the_committed_offset,
+            latest_offset_reset_skips_earlier_records,
+            shutdown_drains_in_flight_handlers_and_commits,
+            handler_cancelled_at_drain_deadline_is_not_committed,
+            settle_after_revoke_changes_nothing,
+            nack_after_delay_redelivers_later,
+            max_attempts_turns_nack_into_reject,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_tests {
+    ($fixture:expr, $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::scenarios::$name(&$fixture).await;
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __policy_tests {
+    ($fixture:expr, $module:ident, $policy:ident) => {
+        mod $module {
+            use super::*;
+            $crate::__policy_case!($fixture, $policy,
+                handler_returns_ok => ReturnsOk,
+                handler_returns_err => ReturnsErr,
+                handler_panics => Panics,
+                ack_interrupt_two_calls_deep => InterruptAck,
+                nack_interrupt_two_calls_deep => InterruptNack,
+                reject_interrupt_two_calls_deep => InterruptReject,
+                manual_ack_then_ok => AckThenOk,
+                manual_ack_then_err => AckThenErr,
+                manual_nack_then_ok => NackThenOk,
+                manual_nack_then_err => NackThenErr,
+                manual_reject_then_ok => RejectThenOk,
+                payload_does_not_decode => DecodeFailure,
+            );
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __policy_case {
+    ($fixture:expr, $policy:ident, $($name:ident => $behaviour:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::policies::run(
+                    &$fixture,
+                    ::ackstream::AckPolicy::$policy,
+                    $crate::policies::Behaviour::$behaviour,
+                )
+                .await;
+            }
+        )*
+    };
+}

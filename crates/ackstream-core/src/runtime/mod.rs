@@ -77,7 +77,8 @@ where
                         settle.clone(),
                         config.manual_cumulative,
                     ));
-                    let stop = CancellationToken::new();
+                    // A child of the app's token: shutdown stops fetching at once, everywhere.
+                    let stop = ctx.shutdown.child_token();
                     let task = tokio::spawn(partition::run(
                         feed,
                         pctx.clone(),

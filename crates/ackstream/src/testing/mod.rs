@@ -163,6 +163,15 @@ impl MemoryBroker {
         }
     }
 
+    /// Another client of the same in-memory cluster, with its own subscribers and state: what a
+    /// second process connecting to the same Kafka would be (for group rebalances in tests).
+    pub fn connect(&self) -> Self {
+        let cluster = self.core.backend().cluster.clone();
+        Self {
+            core: Arc::new(BrokerCore::new(MemoryBackend { cluster })),
+        }
+    }
+
     fn cluster(&self) -> &Cluster {
         &self.core.backend().cluster
     }

@@ -1,0 +1,94 @@
+//! Fixtures: how the suite reaches a broker.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ackstream::testing::MemoryBroker;
+use ackstream::{Broker, SubscriberBuilder};
+
+/// A broker under test.
+pub trait Fixture: Send + Sync + 'static {
+    /// The broker type.
+    type Broker: Broker;
+
+    /// Name for messages.
+    fn name(&self) -> &'static str;
+
+    /// A new client of the broker, with its own subscribers: two clients in one group are two
+    /// members, as two processes would be.
+    fn connect(&self) -> Self::Broker;
+
+    /// Creates a topic.
+    fn create_topic(&self, topic: &str, partitions: i32) -> impl Future<Output = ()> + Send;
+
+    /// What `group` has committed for a partition, read from the broker.
+    fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> impl Future<Output = Option<i64>> + Send;
+
+    /// A subscriber with the settings this broker needs in tests (e.g. short session timeouts).
+    fn subscriber(
+        &self,
+        broker: &Self::Broker,
+        topic: &str,
+    ) -> SubscriberBuilder<<Self::Broker as Broker>::Backend> {
+        broker.subscriber(topic)
+    }
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// The in-memory broker: one cluster per fixture, so tests stay apart.
+#[derive(Debug, Clone)]
+pub struct MemoryFixture {
+    cluster: MemoryBroker,
+}
+
+impl MemoryFixture {
+    /// A fresh in-memory cluster.
+    pub fn new() -> Self {
+        Self {
+            cluster: MemoryBroker::new(),
+        }
+    }
+}
+
+impl Default for MemoryFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture for MemoryFixture {
+    type Broker = MemoryBroker;
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn connect(&self) -> MemoryBroker {
+        self.cluster.connect()
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) {
+        self.cluster
+            .create_topic(topic, partitions)
+            .expect("create topic");
+    }
+
+    async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.cluster.committed_offset(group, topic, partition)
+    }
+}

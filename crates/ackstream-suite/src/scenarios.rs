@@ -1,0 +1,480 @@
+//! Scenarios beyond the policy table: groups, rebalances, restarts, shutdown, fencing, delays.
+//! Each is named after the behaviour it shows.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ackstream::prelude::*;
+use ackstream::{Disposition, SettleStatus, TopicPartition};
+use tokio::sync::{Notify, mpsc};
+
+use crate::{Fixture, Recorder, unique};
+
+async fn publish_n<B: Broker>(broker: &B, topic: &str, partition: i32, n: usize) {
+    for i in 0..n {
+        broker
+            .publish(topic, format!("record-{i}"))
+            .partition(partition)
+            .await
+            .expect("publish");
+    }
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+/// `AckFirst` settles before the handler runs: inside the handler the record is already acked,
+/// and a failing handler loses the record (at most once).
+pub async fn ack_first_acks_before_the_handler_runs<F: Fixture>(fx: &F) {
+    let broker = fx.connect();
+    let (topic, group) = (unique("ackfirst"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    publish_n(&broker, &topic, 0, 2).await;
+    let recorder = Recorder::attach(&broker);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .handle(move |msg: KafkaMessage| {
+            let tx = tx.clone();
+            async move {
+                tx.send(msg.is_settled()).unwrap();
+                Err::<(), _>("fails after the ack")
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    assert!(rx.recv().await.unwrap(), "record 0 acked before its handler ran");
+    assert!(rx.recv().await.unwrap(), "record 1 acked before its handler ran");
+    recorder
+        .wait_for("record 1 delivered", |r| r.deliveries(&tp(&topic, 0), 1) == 1)
+        .await;
+    app.shutdown().await.unwrap();
+    assert_eq!(recorder.deliveries(&tp(&topic, 0), 0), 1, "not redelivered");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(2));
+}
+
+/// The seed: `group_id("group").auto_commit(false)` commits a record after its handler returns
+/// Ok; after an error the record is delivered again and its offset is not committed until then.
+pub async fn nack_on_error_commits_after_success_and_redelivers_after_error<F: Fixture>(fx: &F) {
+    let broker = fx.connect();
+    let (topic, group) = (unique("seed"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    publish_n(&broker, &topic, 0, 3).await;
+    let recorder = Recorder::attach(&broker);
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(|body: String, msg: KafkaMessage| async move {
+            if body == "record-1" && msg.attempt() == 1 {
+                return Err(HandlerError::from("first attempt fails"));
+            }
+            msg.ack().await?;
+            Ok(())
+        });
+    let app = App::new(broker.clone()).spawn();
+    let p = tp(&topic, 0);
+    recorder.wait_for("record 2 settled", |r| r.is_settled(&p, 2)).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(recorder.deliveries(&p, 0), 1);
+    assert_eq!(recorder.deliveries(&p, 1), 2, "failed record delivered again");
+    assert_eq!(recorder.deliveries(&p, 2), 1);
+    assert_eq!(
+        recorder.settles(&p, 1),
+        vec![Disposition::Nack { delay: None }, Disposition::Ack]
+    );
+    assert_eq!(recorder.stored(&p), vec![1, 2, 3], "1 committed only after its redelivery succeeded");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(3));
+}
+
+/// Under `Manual` a record the handler leaves unsettled holds its partition's commit back (later
+/// acks do not pass it, a warning names it); acking it later releases everything.
+pub async fn manual_unsettled_record_holds_back_the_commit<F: Fixture>(fx: &F) {
+    let broker = fx.connect();
+    let (topic, group) = (unique("manual"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    publish_n(&broker, &topic, 0, 3).await;
+    let recorder = Recorder::attach(&broker);
+    let parked: Arc<Mutex<Option<KafkaMessage>>> = Arc::default();
+    let release = Arc::new(Notify::new());
+    let (parked2, release2) = (parked.clone(), release.clone());
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .no_ack(true)
+        .handle(move |msg: KafkaMessage| {
+            let (parked, release) = (parked2.clone(), release2.clone());
+            async move {
+                match msg.offset() {
+                    0 => *parked.lock().unwrap() = Some(msg), // left unsettled
+                    1 => {
+                        msg.ack().await?;
+                    }
+                    _ => {
+                        release.notified().await;
+                        msg.ack().await?;
+                        let first = parked.lock().unwrap().take().unwrap();
+                        first.ack().await?;
+                    }
+                }
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let p = tp(&topic, 0);
+    recorder.wait_for("record 1 acked", |r| r.is_settled(&p, 1)).await;
+    assert!(recorder.held_back(&p, 0), "the unsettled record is reported");
+    assert!(recorder.stored(&p).is_empty(), "nothing committable past record 0");
+    release.notify_one();
+    recorder.wait_for("record 0 acked late", |r| r.is_settled(&p, 0)).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(recorder.stored(&p), vec![3]);
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(3));
+}
+
+/// A record nacked by one member is delivered again to another member after a rebalance.
+pub async fn nack_redelivers_to_another_group_member<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("handover"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let first = fx.connect();
+    publish_n(&first, &topic, 0, 1).await;
+    let first_rec = Recorder::attach(&first);
+    fx.subscriber(&first, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(|_: String| async { Err::<(), _>(NackMessage) });
+    let first_app = App::new(first.clone()).spawn();
+    let p = tp(&topic, 0);
+    first_rec
+        .wait_for("record 0 nacked by the first member", |r| !r.settles(&p, 0).is_empty())
+        .await;
+
+    let second = fx.connect();
+    let second_rec = Recorder::attach(&second);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    fx.subscriber(&second, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(move |body: String| {
+            let tx = tx.clone();
+            async move { tx.send(body).unwrap() }
+        });
+    let second_app = App::new(second.clone()).spawn();
+    second_rec
+        .wait_for("the second member joined", |r| r.assignments(&group) > 0)
+        .await;
+    first_app.shutdown().await.unwrap(); // leaves the group: rebalance
+    assert_eq!(rx.recv().await.as_deref(), Some("record-0"));
+    second_rec.wait_for("record 0 acked by the second member", |r| r.is_settled(&p, 0)).await;
+    second_app.shutdown().await.unwrap();
+    assert!(first_rec.deliveries(&p, 0) >= 1);
+    assert_eq!(
+        first_rec.settles(&p, 0).iter().filter(|d| **d == Disposition::Ack).count(),
+        0,
+        "the first member never finished it"
+    );
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
+}
+
+/// Two members of one group split the partitions between them; each record is handled once.
+pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("split"), unique("group"));
+    fx.create_topic(&topic, 4).await;
+    let (a, b) = (fx.connect(), fx.connect());
+    let ra = Recorder::attach(&a);
+    let rb = Recorder::attach_beside(&b, &ra);
+    for broker in [&a, &b] {
+        fx.subscriber(broker, &topic)
+            .group_id(&group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .auto_commit(false)
+            .handle(|_: String| async {});
+    }
+    let app_a = App::new(a.clone()).spawn();
+    ra.wait_for("first member assigned", |r| r.assigned(&group).len() == 4).await;
+    let app_b = App::new(b.clone()).spawn();
+    let rb2 = rb.clone();
+    ra.wait_for("partitions split between members", |r| {
+        let (x, y) = (r.assigned(&group), rb2.assigned(&group));
+        !x.is_empty() && !y.is_empty() && x.len() + y.len() == 4 && x.iter().all(|p| !y.contains(p))
+    })
+    .await;
+    for partition in 0..4 {
+        publish_n(&a, &topic, partition, 5).await;
+    }
+    let rb3 = rb.clone();
+    ra.wait_for("all 20 records handled", |r| {
+        r.deliveries_of_topic(&topic) + rb3.deliveries_of_topic(&topic) >= 20
+    })
+    .await;
+    app_a.shutdown().await.unwrap();
+    app_b.shutdown().await.unwrap();
+    for partition in 0..4 {
+        for offset in 0..5 {
+            let p = tp(&topic, partition);
+            assert_eq!(ra.deliveries(&p, offset) + rb.deliveries(&p, offset), 1, "{p}@{offset}");
+        }
+        assert_eq!(fx.committed(&group, &topic, partition).await, Some(5));
+    }
+}
+
+/// Every consumer group sees every record.
+pub async fn every_group_sees_every_record<F: Fixture>(fx: &F) {
+    let topic = unique("fanout");
+    let groups = [unique("group"), unique("group")];
+    fx.create_topic(&topic, 2).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 3).await;
+    publish_n(&broker, &topic, 1, 2).await;
+    let recorder = Recorder::attach(&broker);
+    for group in &groups {
+        fx.subscriber(&broker, &topic)
+            .group_id(group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .ack_policy(AckPolicy::Ack)
+            .handle(|_: String| async {});
+    }
+    let app = App::new(broker.clone()).spawn();
+    recorder
+        .wait_for("both groups handled all 5 records", |r| r.deliveries_of_topic(&topic) >= 10)
+        .await;
+    app.shutdown().await.unwrap();
+    for group in &groups {
+        assert_eq!(fx.committed(group, &topic, 0).await, Some(3), "{group}");
+        assert_eq!(fx.committed(group, &topic, 1).await, Some(2), "{group}");
+    }
+}
+
+/// A consumer stopped gracefully mid-stream commits what it finished (including the record in
+/// flight when the stop began); its successor in the group resumes there, so every record is
+/// processed at least once and none below the committed offset was skipped.
+pub async fn restart_resumes_from_the_committed_offset<F: Fixture>(fx: &F) {
+    const N: i64 = 30;
+    const STOP_AT: i64 = 15;
+    let (topic, group) = (unique("restart"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let seen: Arc<Mutex<Vec<(usize, i64)>>> = Arc::default();
+    let gate = Arc::new(Notify::new());
+    let run = |generation: usize| {
+        let broker = fx.connect();
+        let (seen, gate) = (seen.clone(), gate.clone());
+        fx.subscriber(&broker, &topic)
+            .group_id(&group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .auto_commit(false)
+            .handle(move |msg: KafkaMessage| {
+                let (seen, gate) = (seen.clone(), gate.clone());
+                async move {
+                    if generation == 1 && msg.offset() == STOP_AT {
+                        gate.notified().await; // in flight when the stop begins
+                    }
+                    seen.lock().unwrap().push((generation, msg.offset()));
+                }
+            });
+        broker
+    };
+    let first = run(1);
+    publish_n(&first, &topic, 0, N as usize).await;
+    let first_rec = Recorder::attach(&first);
+    let app = App::new(first.clone()).spawn();
+    let p = tp(&topic, 0);
+    first_rec
+        .wait_for("the record where the stop begins", |r| r.deliveries(&p, STOP_AT) == 1)
+        .await;
+    app.shutdown_handle().shutdown();
+    gate.notify_one();
+    app.join().await.unwrap();
+    let committed = fx.committed(&group, &topic, 0).await;
+    assert_eq!(committed, Some(STOP_AT + 1), "finished prefix committed at shutdown");
+    let second = run(2);
+    let second_rec = Recorder::attach(&second);
+    let app = App::new(second.clone()).spawn();
+    second_rec
+        .wait_for("the rest of the records", |r| r.is_settled(&p, N - 1))
+        .await;
+    app.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap();
+    for offset in 0..N {
+        assert!(seen.iter().any(|(_, o)| *o == offset), "record {offset} never processed");
+    }
+    assert!(
+        seen.iter().all(|(g, o)| (*g == 1) == (*o <= STOP_AT)),
+        "each record processed by exactly the generation that owned it: {seen:?}"
+    );
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(N));
+}
+
+/// A new group with `auto_offset_reset(Latest)` starts after the records already there.
+pub async fn latest_offset_reset_skips_earlier_records<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("latest"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 1).await;
+    let recorder = Recorder::attach(&broker);
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Latest)
+        .auto_commit(false)
+        .handle(|_: String| async {});
+    let app = App::new(broker.clone()).spawn();
+    recorder.wait_for("assigned", |r| !r.assigned(&group).is_empty()).await;
+    broker.publish(&topic, "after").partition(0).await.unwrap();
+    let p = tp(&topic, 0);
+    recorder.wait_for("the new record handled", |r| r.is_settled(&p, 1)).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(recorder.deliveries(&p, 0), 0, "the earlier record is skipped");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(2));
+}
+
+/// Shutdown stops fetching, waits for the in-flight handler, and commits its record.
+pub async fn shutdown_drains_in_flight_handlers_and_commits<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("drain"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 3).await;
+    let recorder = Recorder::attach(&broker);
+    let release = Arc::new(Notify::new());
+    let release2 = release.clone();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(move |_: String| {
+            let release = release2.clone();
+            async move { release.notified().await }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let p = tp(&topic, 0);
+    recorder.wait_for("record 0 in flight", |r| r.deliveries(&p, 0) == 1).await;
+    let handle = app.shutdown_handle();
+    handle.shutdown();
+    release.notify_one();
+    app.join().await.unwrap();
+    assert_eq!(recorder.deliveries(&p, 1), 0, "nothing fetched after shutdown began");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1), "the drained record is committed");
+}
+
+/// A handler still running at the drain deadline is cancelled, and its record not committed.
+pub async fn handler_cancelled_at_drain_deadline_is_not_committed<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("deadline"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 2).await;
+    let recorder = Recorder::attach(&broker);
+    let dropped = Arc::new(Notify::new());
+    let dropped2 = dropped.clone();
+    struct OnDrop(Arc<Notify>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.notify_one();
+        }
+    }
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(move |msg: KafkaMessage| {
+            let guard = OnDrop(dropped2.clone());
+            async move {
+                if msg.offset() == 1 {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                }
+            }
+        });
+    let app = App::new(broker.clone())
+        .drain_timeout(Duration::from_millis(200))
+        .spawn();
+    let p = tp(&topic, 0);
+    recorder.wait_for("record 1 in flight", |r| r.deliveries(&p, 1) == 1).await;
+    app.shutdown().await.unwrap();
+    dropped.notified().await; // the handler future was dropped (cancelled)
+    assert!(!recorder.is_settled(&p, 1));
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1), "only record 0 is committed");
+}
+
+/// A settle that arrives after its partition was revoked changes nothing.
+pub async fn settle_after_revoke_changes_nothing<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("fenced"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 1).await;
+    let recorder = Recorder::attach(&broker);
+    let parked: Arc<Mutex<Option<KafkaMessage>>> = Arc::default();
+    let parked2 = parked.clone();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .no_ack(true)
+        .handle(move |msg: KafkaMessage| {
+            let parked = parked2.clone();
+            async move { *parked.lock().unwrap() = Some(msg) }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let p = tp(&topic, 0);
+    recorder.wait_for("record 0 delivered", |r| r.deliveries(&p, 0) == 1).await;
+    app.shutdown().await.unwrap(); // revokes every partition
+    let late = parked.lock().unwrap().take().expect("handler parked the message");
+    assert_eq!(late.ack().await.unwrap(), SettleStatus::Stale);
+    assert_eq!(fx.committed(&group, &topic, 0).await, None);
+}
+
+/// `NackMessage::after(d)` redelivers the record no sooner than `d` later.
+pub async fn nack_after_delay_redelivers_later<F: Fixture>(fx: &F) {
+    const DELAY: Duration = Duration::from_millis(300);
+    let (topic, group) = (unique("delay"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 1).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(move |msg: KafkaMessage| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Instant::now()).unwrap();
+                if msg.attempt() == 1 {
+                    return Err(NackMessage::after(DELAY).into());
+                }
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    app.shutdown().await.unwrap();
+    assert!(second - first >= DELAY, "redelivered after {:?}", second - first);
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
+}
+
+/// With `max_attempts(n)`, the n-th nack of a record rejects it and the partition moves on.
+pub async fn max_attempts_turns_nack_into_reject<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("attempts"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 2).await;
+    let recorder = Recorder::attach(&broker);
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_attempts(3)
+        .handle(|body: String| async move {
+            if body == "record-0" {
+                return Err(HandlerError::from("poison"));
+            }
+            Ok(())
+        });
+    let app = App::new(broker.clone()).spawn();
+    let p = tp(&topic, 0);
+    recorder.wait_for("record 1 handled", |r| r.is_settled(&p, 1)).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(recorder.deliveries(&p, 0), 3);
+    assert_eq!(recorder.settles(&p, 0).last(), Some(&Disposition::Reject));
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(2));
+}
