@@ -31,8 +31,10 @@ use crate::state::StateMap;
 /// `T` is a marker that keeps the impls for different arities apart.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an ackstream handler",
-    note = "a handler is an async fn whose arguments are extractors and which returns () or \
-            Result<(), E> with E: Into<HandlerError>"
+    label = "not a handler: check each argument and the return type",
+    note = "a handler is an async fn of up to 12 arguments, each an extractor (String, Bytes, \
+            Vec<u8>, Json<T>, KafkaMessage, Key, Headers, State<T>, Attempt, or a type \
+            implementing FromMessage), returning () or Result<(), E> with E: Into<HandlerError>"
 )]
 pub trait Handler<T>: Clone + Send + Sync + 'static {
     /// The future of one call.

@@ -1,0 +1,9 @@
+use ackstream::extract::FromMessage;
+
+struct NotAnExtractor;
+
+fn require_extractor<T: FromMessage>() {}
+
+fn main() {
+    require_extractor::<NotAnExtractor>();
+}
