@@ -102,6 +102,10 @@ pub trait OffsetStore: Send + Sync + 'static {
 
     /// Commits everything stored so far and waits for the broker's confirmation.
     fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Forgets revoked partitions after their final commit, so no later (coalesced) commit can
+    /// overwrite what their next owner commits.
+    fn release(&self, _partitions: &[TopicPartition]) {}
 }
 
 /// An offset store that commits nothing: for consumers without a group.

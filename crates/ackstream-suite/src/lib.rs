@@ -2,7 +2,7 @@
 //! [`Fixture`], run against every broker (the in-memory broker here, Kafka in `ackstream-kafka`).
 //!
 //! A broker's test file is one line:
-//! ```ignore
+//! ```text
 //! ackstream_suite::behaviour_suite!(ackstream_suite::MemoryFixture::new());
 //! ```
 //! which expands to one `#[tokio::test]` per scenario: a module per ack policy with one test per
@@ -18,16 +18,17 @@ pub mod scenarios;
 pub use fixture::{Fixture, MemoryFixture, unique};
 pub use recorder::{EVENT_TIMEOUT, Recorder};
 
-/// Expands to the whole suite for one fixture expression (evaluated once per test).
+/// Expands to the whole suite for one fixture expression (evaluated once per test). Attributes
+/// after it (`behaviour_suite!(fixture, #[ignore = "needs a broker"])`) go on every test.
 #[macro_export]
 macro_rules! behaviour_suite {
-    ($fixture:expr) => {
-        $crate::__policy_tests!($fixture, ack_first, AckFirst);
-        $crate::__policy_tests!($fixture, ack, Ack);
-        $crate::__policy_tests!($fixture, reject_on_error, RejectOnError);
-        $crate::__policy_tests!($fixture, nack_on_error, NackOnError);
-        $crate::__policy_tests!($fixture, manual, Manual);
-        $crate::__scenario_tests!($fixture,
+    ($fixture:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__policy_tests!([$(#[$attr])*] $fixture, ack_first, AckFirst);
+        $crate::__policy_tests!([$(#[$attr])*] $fixture, ack, Ack);
+        $crate::__policy_tests!([$(#[$attr])*] $fixture, reject_on_error, RejectOnError);
+        $crate::__policy_tests!([$(#[$attr])*] $fixture, nack_on_error, NackOnError);
+        $crate::__policy_tests!([$(#[$attr])*] $fixture, manual, Manual);
+        $crate::__scenario_tests!([$(#[$attr])*] $fixture,
             ack_first_acks_before_the_handler_runs,
             nack_on_error_commits_after_success_and_redelivers_after_error,
             manual_unsettled_record_holds_back_the_commit,
@@ -48,23 +49,34 @@ macro_rules! behaviour_suite {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __scenario_tests {
-    ($fixture:expr, $($name:ident),* $(,)?) => {
+    ($attrs:tt $fixture:expr, $($name:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                $crate::scenarios::$name(&$fixture).await;
-            }
+            $crate::__with_attrs!($attrs
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::scenarios::$name(&$fixture).await;
+                }
+            );
         )*
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
+macro_rules! __with_attrs {
+    ([$(#[$attr:meta])*] $item:item) => {
+        $(#[$attr])*
+        $item
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
 macro_rules! __policy_tests {
-    ($fixture:expr, $module:ident, $policy:ident) => {
+    ($attrs:tt $fixture:expr, $module:ident, $policy:ident) => {
         mod $module {
             use super::*;
-            $crate::__policy_case!($fixture, $policy,
+            $crate::__policy_case!($attrs $fixture, $policy,
                 handler_returns_ok => ReturnsOk,
                 handler_returns_err => ReturnsErr,
                 handler_panics => Panics,
@@ -85,17 +97,19 @@ macro_rules! __policy_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __policy_case {
-    ($fixture:expr, $policy:ident, $($name:ident => $behaviour:ident),* $(,)?) => {
+    ($attrs:tt $fixture:expr, $policy:ident, $($name:ident => $behaviour:ident),* $(,)?) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                $crate::policies::run(
-                    &$fixture,
-                    ::ackstream::AckPolicy::$policy,
-                    $crate::policies::Behaviour::$behaviour,
-                )
-                .await;
-            }
+            $crate::__with_attrs!($attrs
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::policies::run(
+                        &$fixture,
+                        ::ackstream::AckPolicy::$policy,
+                        $crate::policies::Behaviour::$behaviour,
+                    )
+                    .await;
+                }
+            );
         )*
     };
 }

@@ -61,6 +61,18 @@ impl Recorder {
         }
     }
 
+    /// Waits up to `limit` for `done`; whether it came. For conditions no event announces
+    /// (e.g. when a consumer has resolved its start offset).
+    pub async fn came_within(&self, limit: Duration, done: impl Fn(&Recorder) -> bool) -> bool {
+        let mut rx = self.changes.subscribe();
+        let wait = async {
+            while !done(self) {
+                rx.changed().await.expect("recorder alive");
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
     /// Deliveries of one record.
     pub fn deliveries(&self, tp: &TopicPartition, offset: i64) -> u32 {
         self.count_where(|e| matches!(e, Event::Delivered { tp: t, offset: o, .. } if t == tp && *o == offset))

@@ -104,6 +104,7 @@ where
                     .collect();
                 stop_workers(revoked, ctx.drain_timeout).await;
                 commit(&*offsets).await;
+                offsets.release(&partitions);
                 tracing::debug!(?partitions, group = ?group, "partitions revoked");
                 emit(Event::Revoked {
                     group: group.clone(),

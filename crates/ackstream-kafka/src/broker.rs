@@ -1,0 +1,167 @@
+//! `KafkaBroker`: the user-facing handle, and its settings.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ackstream_core::{
+    BackendError, Broker, BrokerCore, OutgoingRecord, RecordPosition, SubscriberConfig,
+};
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::OnceCell;
+
+use crate::consumer::KafkaConsumer;
+
+/// Settings shared by every client the broker makes.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) bootstrap: String,
+    pub(crate) client_id: Option<String>,
+    /// librdkafka settings given with `.config(..)`, applied last.
+    pub(crate) extra: Vec<(String, String)>,
+    pub(crate) commit_interval: Duration,
+    pub(crate) commit_batch: usize,
+}
+
+impl Settings {
+    /// A librdkafka configuration with the bootstrap servers, client id and passthrough settings.
+    pub(crate) fn client_config(&self, overrides: &[(String, String)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        if let Some(id) = &self.client_id {
+            config.set("client.id", id);
+        }
+        for (k, v) in self.extra.iter().chain(overrides) {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// The Kafka backend: makes consumers (one per subscriber) and a shared producer.
+pub struct KafkaBackend {
+    pub(crate) settings: Mutex<Settings>,
+    producer: OnceCell<FutureProducer>,
+}
+
+impl std::fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("settings", &self.settings())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBackend {
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) async fn producer(&self) -> Result<&FutureProducer, BackendError> {
+        self.producer
+            .get_or_try_init(|| async { crate::producer::create(&self.settings()) })
+            .await
+    }
+}
+
+impl ackstream_core::backend::Backend for KafkaBackend {
+    type Consumer = KafkaConsumer;
+
+    async fn consumer(&self, config: &SubscriberConfig) -> Result<KafkaConsumer, BackendError> {
+        KafkaConsumer::start(&self.settings(), config).await
+    }
+
+    async fn publish(&self, record: OutgoingRecord) -> Result<RecordPosition, BackendError> {
+        crate::producer::publish(self.producer().await?, record).await
+    }
+}
+
+/// A Kafka cluster, reached through librdkafka. Cheap to clone; clones share subscribers.
+///
+/// Settings for every client it makes go through [`config`](Self::config) (any librdkafka
+/// setting: SASL, SSL, tuning); per-subscriber consumer settings through the subscriber's
+/// `.config(..)` (e.g. `session.timeout.ms`).
+#[derive(Debug, Clone)]
+pub struct KafkaBroker {
+    core: Arc<BrokerCore<KafkaBackend>>,
+}
+
+impl Broker for KafkaBroker {
+    type Backend = KafkaBackend;
+
+    fn core(&self) -> &Arc<BrokerCore<KafkaBackend>> {
+        &self.core
+    }
+}
+
+/// Default interval between coalesced commits.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Default number of offset moves that triggers a commit before the interval.
+pub const DEFAULT_COMMIT_BATCH: usize = 10_000;
+
+impl KafkaBroker {
+    /// A broker reached at `bootstrap` (`host:port[,host:port…]`).
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        let settings = Settings {
+            bootstrap: bootstrap.into(),
+            client_id: None,
+            extra: Vec::new(),
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            commit_batch: DEFAULT_COMMIT_BATCH,
+        };
+        Self {
+            core: Arc::new(BrokerCore::new(KafkaBackend {
+                settings: Mutex::new(settings),
+                producer: OnceCell::new(),
+            })),
+        }
+    }
+
+    fn update(self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(&mut self.core.backend().settings.lock().unwrap_or_else(|p| p.into_inner()));
+        self
+    }
+
+    /// The `client.id` of every client.
+    #[must_use]
+    pub fn client_id(self, id: impl Into<String>) -> Self {
+        let id = id.into();
+        self.update(|s| s.client_id = Some(id))
+    }
+
+    /// Any librdkafka setting, for every client this broker makes (consumers and producer).
+    #[must_use]
+    pub fn config(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (k, v) = (key.into(), value.into());
+        self.update(|s| s.extra.push((k, v)))
+    }
+
+    /// How often moved offsets are committed (asynchronously). Default [`DEFAULT_COMMIT_INTERVAL`].
+    #[must_use]
+    pub fn commit_interval(self, interval: Duration) -> Self {
+        self.update(|s| s.commit_interval = interval)
+    }
+
+    /// After this many offset moves a commit is sent before the interval ends. Default
+    /// [`DEFAULT_COMMIT_BATCH`].
+    #[must_use]
+    pub fn commit_batch(self, moves: usize) -> Self {
+        self.update(|s| s.commit_batch = moves.max(1))
+    }
+
+    /// Creates a topic (succeeds if it already exists).
+    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BackendError> {
+        crate::admin::create_topic(&self.core.backend().settings(), topic, partitions).await
+    }
+
+    /// The offset `group` has committed for a partition, as the broker reports it.
+    pub async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, BackendError> {
+        crate::admin::committed_offset(&self.core.backend().settings(), group, topic, partition)
+            .await
+    }
+}

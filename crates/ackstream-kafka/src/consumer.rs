@@ -1,0 +1,316 @@
+//! The consumer driver: one librdkafka consumer per subscriber, a thread serving its main queue
+//! (rebalance and commit callbacks), a committer task, and a feed per assigned partition.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ackstream_core::backend::{ConsumerEvent, NoCommit, OffsetStore, RevokeAck};
+use ackstream_core::{BackendError, OffsetReset, SubscriberConfig, TopicPartition};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::broker::Settings;
+use crate::feed::{FeedSignal, KafkaFeed};
+use crate::offsets::KafkaOffsets;
+
+pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
+type EventSender = mpsc::UnboundedSender<ConsumerEvent<KafkaFeed>>;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// librdkafka callbacks, run on the poll thread.
+pub(crate) struct DriverContext {
+    me: OnceLock<Weak<RdConsumer>>,
+    /// `None` once the consumer is closing: revokes then complete without waiting.
+    events: Mutex<Option<EventSender>>,
+    offsets: Arc<KafkaOffsets>,
+    signals: Mutex<HashMap<TopicPartition, Arc<FeedSignal>>>,
+}
+
+impl std::fmt::Debug for DriverContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverContext").finish_non_exhaustive()
+    }
+}
+
+impl ClientContext for DriverContext {}
+
+impl ConsumerContext for DriverContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.assigned(tpl),
+            Rebalance::Revoke(tpl) => self.revoked(tpl),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.offsets.on_commit_result(result, offsets);
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+impl DriverContext {
+    fn sender(&self) -> Option<EventSender> {
+        lock(&self.events).clone()
+    }
+
+    /// Splits each new partition into its own queue before librdkafka starts fetching it, and
+    /// hands the feeds to the runtime.
+    fn assigned(&self, tpl: &TopicPartitionList) {
+        let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let feeds = self.split(&consumer, partitions(tpl));
+        if let Some(events) = self.sender() {
+            let _ = events.send(ConsumerEvent::Assigned(feeds));
+        }
+    }
+
+    fn split(&self, consumer: &Arc<RdConsumer>, tps: Vec<TopicPartition>) -> Vec<KafkaFeed> {
+        let mut signals = lock(&self.signals);
+        tps.into_iter()
+            .filter_map(|tp| {
+                let (feed, signal) = KafkaFeed::split(consumer, tp.clone())?;
+                signals.insert(tp, signal);
+                Some(feed)
+            })
+            .collect()
+    }
+
+    /// Blocks the rebalance until the runtime has drained the partitions and committed.
+    fn revoked(&self, tpl: &TopicPartitionList) {
+        let tps = partitions(tpl);
+        if let Some(events) = self.sender() {
+            let (ack, done) = RevokeAck::new();
+            if events.send(ConsumerEvent::Revoked(tps.clone(), ack)).is_ok() {
+                let _ = done.blocking_recv();
+            }
+        }
+        let mut signals = lock(&self.signals);
+        for tp in &tps {
+            signals.remove(tp);
+        }
+    }
+
+    /// A record arrived on the main queue instead of its partition's queue: have the feed
+    /// rewind to it so it is not skipped.
+    fn misrouted(&self, topic: &str, partition: i32, offset: i64) {
+        let tp = TopicPartition::new(topic, partition);
+        match lock(&self.signals).get(&tp) {
+            Some(signal) => signal.resync_at(offset),
+            None => tracing::warn!(%tp, offset, "record for an unassigned partition ignored"),
+        }
+    }
+}
+
+/// One subscriber's Kafka consumer.
+pub struct KafkaConsumer {
+    consumer: Option<Arc<RdConsumer>>,
+    events: mpsc::UnboundedReceiver<ConsumerEvent<KafkaFeed>>,
+    offsets: Arc<dyn OffsetStore>,
+    stop: Arc<AtomicBool>,
+    poller: Option<JoinHandle<()>>,
+    committer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer").finish_non_exhaustive()
+    }
+}
+
+impl KafkaConsumer {
+    pub(crate) async fn start(
+        settings: &Settings,
+        config: &SubscriberConfig,
+    ) -> Result<Self, BackendError> {
+        let reset = match config.offset_reset {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        };
+        let mut overrides: Vec<(String, String)> = vec![
+            ("enable.auto.commit".into(), "false".into()),
+            ("enable.auto.offset.store".into(), "false".into()),
+            ("auto.offset.reset".into(), reset.into()),
+        ];
+        if let Some(group) = &config.group_id {
+            overrides.push(("group.id".into(), group.clone()));
+        }
+        overrides.extend(config.settings.iter().cloned());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let offsets = Arc::new(KafkaOffsets::new(settings.commit_batch));
+        let context = DriverContext {
+            me: OnceLock::new(),
+            events: Mutex::new(Some(tx.clone())),
+            offsets: offsets.clone(),
+            signals: Mutex::new(HashMap::new()),
+        };
+        let consumer: RdConsumer = settings
+            .client_config(&overrides)
+            .create_with_context(context)
+            .map_err(|e| BackendError::with_source("cannot create Kafka consumer", e))?;
+        let consumer = Arc::new(consumer);
+        let _ = consumer.context().me.set(Arc::downgrade(&consumer));
+        offsets.attach(&consumer);
+
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        let store: Arc<dyn OffsetStore> = if config.group_id.is_some() {
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| BackendError::with_source("cannot subscribe", e))?;
+            offsets.clone()
+        } else {
+            assign_all(&consumer, &config.topics, config.offset_reset, &tx).await?;
+            Arc::new(NoCommit)
+        };
+        drop(tx);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("ackstream-kafka-poll".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        match consumer.poll(POLL_INTERVAL) {
+                            Some(Ok(m)) => {
+                                use rdkafka::Message;
+                                consumer.context().misrouted(m.topic(), m.partition(), m.offset());
+                            }
+                            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                            None => {}
+                        }
+                    }
+                })
+                .map_err(|e| BackendError::with_source("cannot start poll thread", e))?
+        };
+        let committer = config.group_id.as_ref().map(|_| {
+            let (offsets, interval) = (offsets.clone(), settings.commit_interval);
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        () = offsets.batch_full.notified() => {}
+                    }
+                    offsets.commit_async();
+                }
+            })
+        });
+        Ok(Self {
+            consumer: Some(consumer),
+            events: rx,
+            offsets: store,
+            stop,
+            poller: Some(poller),
+            committer,
+        })
+    }
+
+    fn shut(&mut self) {
+        if let Some(c) = &self.consumer {
+            lock(&c.context().events).take();
+        }
+        self.events.close();
+        self.stop.store(true, Ordering::Release);
+        if let Some(c) = self.committer.take() {
+            c.abort();
+        }
+    }
+}
+
+/// A consumer without a group reads every partition of its topics.
+async fn assign_all(
+    consumer: &Arc<RdConsumer>,
+    topics: &[String],
+    reset: OffsetReset,
+    events: &EventSender,
+) -> Result<(), BackendError> {
+    let c = consumer.clone();
+    let topics = topics.to_vec();
+    let tps = tokio::task::spawn_blocking(move || {
+        let mut tps = Vec::new();
+        for topic in &topics {
+            let metadata = c
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .map_err(|e| BackendError::with_source(format!("no metadata for {topic}"), e))?;
+            let t = metadata
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .ok_or_else(|| BackendError::new(format!("topic {topic} does not exist")))?;
+            tps.extend(t.partitions().iter().map(|p| TopicPartition::new(topic.as_str(), p.id())));
+        }
+        Ok::<_, BackendError>(tps)
+    })
+    .await
+    .map_err(|e| BackendError::with_source("metadata task failed", e))??;
+    let start = match reset {
+        OffsetReset::Earliest => Offset::Beginning,
+        OffsetReset::Latest => Offset::End,
+    };
+    let mut tpl = TopicPartitionList::new();
+    for tp in &tps {
+        tpl.add_partition_offset(&tp.topic, tp.partition, start)
+            .map_err(|e| BackendError::with_source("bad partition", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| BackendError::with_source("cannot assign partitions", e))?;
+    let feeds = consumer.context().split(consumer, tps);
+    let _ = events.send(ConsumerEvent::Assigned(feeds));
+    Ok(())
+}
+
+impl ackstream_core::backend::Consumer for KafkaConsumer {
+    type Partition = KafkaFeed;
+
+    async fn next_event(&mut self) -> Option<ConsumerEvent<KafkaFeed>> {
+        self.events.recv().await
+    }
+
+    fn offset_store(&self) -> Arc<dyn OffsetStore> {
+        self.offsets.clone()
+    }
+
+    async fn close(mut self) {
+        self.shut();
+        let poller = self.poller.take();
+        let consumer = self.consumer.take();
+        // Joining the poll thread and dropping the consumer block (leaving the group waits for
+        // the broker), so they run off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(p) = poller {
+                let _ = p.join();
+            }
+            if let Some(c) = consumer {
+                c.unsubscribe();
+                drop(c);
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}

@@ -1,0 +1,48 @@
+//! The Kafka backend of [ackstream](https://docs.rs/ackstream), on `rdkafka` (librdkafka).
+//!
+//! ```no_run
+//! use ackstream::prelude::*;
+//! use ackstream_kafka::KafkaBroker;
+//!
+//! async fn base_handler(body: String, msg: KafkaMessage) -> Result<(), HandlerError> {
+//!     println!("{body}");
+//!     msg.ack().await?;
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), ackstream::BoxError> {
+//! let broker = KafkaBroker::new("localhost:9092");
+//! broker.subscriber("test").group_id("group").auto_commit(false).handle(base_handler);
+//! App::new(broker).run().await?; // until SIGINT/SIGTERM, then drains and commits
+//! # Ok(()) }
+//! ```
+//!
+//! How the acknowledgement contract maps onto Kafka:
+//! - **ack / reject**: the record is finished; when every earlier record of its partition is
+//!   finished too, the partition's committable offset moves past it. Commits are coalesced: one
+//!   asynchronous commit of every moved partition per [`commit_interval`](KafkaBroker::commit_interval)
+//!   or after [`commit_batch`](KafkaBroker::commit_batch) moves, whichever comes first; a
+//!   synchronous commit on revoke and on shutdown. A failed commit is retried by the next one.
+//! - **nack**: the partition is rewound with a seek to the record, so it and every later record
+//!   of the partition are fetched again.
+//! - **rebalance**: on revoke, librdkafka's rebalance callback waits while the runtime stops the
+//!   revoked partitions, drains their handlers, and commits their finished prefix; only then is
+//!   the revoke completed. Each assigned partition has its own queue (librdkafka's partition
+//!   queues), so one slow partition does not stall the others.
+//! - Offsets are committed explicitly (`enable.auto.commit=false`); librdkafka's auto commit
+//!   would commit fetched-but-unprocessed records.
+//! - Keys are placed with the `murmur2_random` partitioner, as Java clients and the in-memory
+//!   broker place them.
+
+mod admin;
+mod broker;
+mod consumer;
+mod feed;
+mod offsets;
+mod producer;
+
+pub use broker::{DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, KafkaBackend, KafkaBroker};
+pub use consumer::KafkaConsumer;
+pub use feed::KafkaFeed;
+/// The rdkafka crate this backend is built on (for settings and types it exposes).
+pub use rdkafka;
