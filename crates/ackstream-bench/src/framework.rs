@@ -1,0 +1,90 @@
+//! The ackstream variants: a `KafkaBroker` subscriber with the chosen policy.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ackstream::prelude::*;
+use ackstream_kafka::KafkaBroker;
+use tokio::sync::Notify;
+
+use crate::args::Args;
+use crate::{Order, partition_count, report};
+
+/// Counts handled records and timestamps the first and the N-th.
+#[derive(Debug)]
+struct Progress {
+    target: u64,
+    seen: AtomicU64,
+    first: OnceLock<Instant>,
+    last: OnceLock<Instant>,
+    done: Notify,
+}
+
+impl Progress {
+    fn record(&self) {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            let _ = self.first.set(Instant::now());
+        }
+        if n == self.target {
+            let _ = self.last.set(Instant::now());
+            self.done.notify_one();
+        }
+    }
+}
+
+pub(crate) async fn run(args: &Args) -> Result<(), String> {
+    let partitions = partition_count(args)?;
+    let policy: AckPolicy = args.policy.parse()?;
+    let mut broker = KafkaBroker::new(&args.bootstrap);
+    for (k, v) in &args.config {
+        broker = broker.config(k, v);
+    }
+    let group = format!("bench-{}-{}", args.policy, std::process::id());
+    let progress = Arc::new(Progress {
+        target: args.count,
+        seen: AtomicU64::new(0),
+        first: OnceLock::new(),
+        last: OnceLock::new(),
+        done: Notify::new(),
+    });
+    let subscriber = broker
+        .subscriber(&args.topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(policy)
+        .config("session.timeout.ms", "6000");
+    let p = progress.clone();
+    if policy == AckPolicy::Manual {
+        subscriber.handle(move |Json(order): Json<Order>, msg: KafkaMessage| {
+            std::hint::black_box(order);
+            p.record();
+            async move {
+                msg.ack().await?;
+                Ok::<(), HandlerError>(())
+            }
+        });
+    } else {
+        subscriber.handle(move |Json(order): Json<Order>| {
+            std::hint::black_box(order);
+            p.record();
+            std::future::ready(())
+        });
+    }
+    let app = App::new(broker.clone())
+        .drain_timeout(Duration::from_secs(30))
+        .spawn();
+    progress.done.notified().await;
+    app.shutdown().await.map_err(|e| e.to_string())?; // synchronous commit of what finished
+    let elapsed = progress.last.get().unwrap().duration_since(*progress.first.get().unwrap());
+    let mut committed = 0;
+    for partition in 0..partitions {
+        committed += broker
+            .committed_offset(&group, &args.topic, partition)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+    }
+    report(args, elapsed, committed)
+}

@@ -1,0 +1,58 @@
+//! `--produce`: create the topic and fill it with N JSON records, as fast as librdkafka goes.
+
+use std::time::{Duration, Instant};
+
+use ackstream_kafka::KafkaBroker;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+
+use crate::Order;
+use crate::args::Args;
+
+pub(crate) async fn run(args: &Args) -> Result<(), String> {
+    KafkaBroker::new(&args.bootstrap)
+        .create_topic(&args.topic, args.partitions)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        config.create().map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for id in 0..args.count {
+        let payload = serde_json::to_vec(&Order::new(id)).map_err(|e| e.to_string())?;
+        bytes += payload.len();
+        let key = (id % 10_000).to_string();
+        let partition = (id % args.partitions as u64) as i32;
+        let mut record = BaseRecord::<String, Vec<u8>>::to(&args.topic)
+            .key(&key)
+            .payload(&payload)
+            .partition(partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    // queue full: let the background thread drain it
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    println!(
+        "produced {} records ({} bytes each on average) to {} with {} partitions in {:.2}s",
+        args.count,
+        bytes / args.count.max(1) as usize,
+        args.topic,
+        args.partitions,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
