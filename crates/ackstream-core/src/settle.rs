@@ -5,6 +5,7 @@
 //! the tracker moves the finished prefix, the new committable offset goes to the backend's
 //! offset store, and a nack leaves a rewind request for the partition task.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub(crate) struct PartitionContext {
     pub(crate) tp: TopicPartition,
     ledger: Mutex<Ledger>,
     pub(crate) rewind_signal: Notify,
+    /// Set with a pending rewind, so the partition task checks it without locking.
+    rewind_pending: AtomicBool,
     offsets: Arc<dyn OffsetStore>,
     pub(crate) config: Arc<SettleConfig>,
 }
@@ -83,6 +86,7 @@ impl PartitionContext {
                 rewind: None,
             }),
             rewind_signal: Notify::new(),
+            rewind_pending: AtomicBool::new(false),
             offsets,
             config,
         }
@@ -99,7 +103,12 @@ impl PartitionContext {
     }
 
     pub(crate) fn take_rewind(&self) -> Option<Rewind> {
-        self.ledger().rewind.take()
+        if !self.rewind_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut ledger = self.ledger();
+        self.rewind_pending.store(false, Ordering::Release);
+        ledger.rewind.take()
     }
 
     /// Fences the partition; returns its final committable offset.
@@ -192,6 +201,7 @@ impl PartitionContext {
                         },
                     };
                     ledger.rewind = Some(rewind);
+                    self.rewind_pending.store(true, Ordering::Release);
                     drop(ledger);
                     self.rewind_signal.notify_one();
                     SettleStatus::Settled(disposition)

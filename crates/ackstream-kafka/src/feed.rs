@@ -1,5 +1,6 @@
 //! One assigned partition: its own librdkafka queue, awaited without blocking a thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,18 +23,26 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct FeedSignal {
     pub(crate) notify: Notify,
     resync: Mutex<Option<i64>>,
+    /// Set with `resync`, so the hot path checks it without locking.
+    resync_pending: AtomicBool,
 }
 
 impl FeedSignal {
     pub(crate) fn resync_at(&self, offset: i64) {
         let mut r = self.resync.lock().unwrap_or_else(|p| p.into_inner());
         *r = Some(r.map_or(offset, |o| o.min(offset)));
+        self.resync_pending.store(true, Ordering::Release);
         drop(r);
         self.notify.notify_one();
     }
 
     fn take_resync(&self) -> Option<i64> {
-        self.resync.lock().unwrap_or_else(|p| p.into_inner()).take()
+        if !self.resync_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut r = self.resync.lock().unwrap_or_else(|p| p.into_inner());
+        self.resync_pending.store(false, Ordering::Release);
+        r.take()
     }
 }
 

@@ -17,6 +17,27 @@ use tokio::sync::Notify;
 
 use crate::consumer::RdConsumer;
 
+/// FNV-1a: partitions are few and keys are trusted, so a cheap hash beats SipHash on the
+/// per-record store path.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Slots = HashMap<TopicPartition, Slot, std::hash::BuildHasherDefault<Fnv>>;
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     offset: i64,
@@ -27,7 +48,7 @@ struct Slot {
 #[derive(Debug)]
 pub(crate) struct KafkaOffsets {
     consumer: OnceLock<Weak<RdConsumer>>,
-    slots: Mutex<HashMap<TopicPartition, Slot>>,
+    slots: Mutex<Slots>,
     moves: AtomicUsize,
     batch: usize,
     /// Woken when `batch` moves accumulated.
@@ -38,7 +59,7 @@ impl KafkaOffsets {
     pub(crate) fn new(batch: usize) -> Self {
         Self {
             consumer: OnceLock::new(),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             moves: AtomicUsize::new(0),
             batch,
             batch_full: Notify::new(),
@@ -49,7 +70,7 @@ impl KafkaOffsets {
         let _ = self.consumer.set(Arc::downgrade(consumer));
     }
 
-    fn slots(&self) -> MutexGuard<'_, HashMap<TopicPartition, Slot>> {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 

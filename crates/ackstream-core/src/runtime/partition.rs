@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::policy;
@@ -39,15 +40,21 @@ pub(super) async fn run<F, H, T>(
             }
             continue;
         }
-        let record = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            () = ctx.rewind_signal.notified() => continue,
-            record = feed.next() => match record {
-                Some(r) => r,
-                None => return,
+        if stop.is_cancelled() {
+            return;
+        }
+        // Fast path: a record already fetched is taken without registering any waker; only
+        // an empty feed waits on the stop token and the rewind signal as well.
+        let next = match feed.next().now_or_never() {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = ctx.rewind_signal.notified() => continue,
+                next = feed.next() => next,
             },
         };
+        let Some(record) = next else { return };
         let delivered = match ctx.deliver(record.offset) {
             Ok(d) => d,
             Err(e) => {

@@ -1,0 +1,101 @@
+//! The behaviour suite against librdkafka's mock cluster: a second real-protocol target that
+//! needs no external broker, so these tests run in a plain `cargo test`.
+//!
+//! The mock cluster (`rdkafka::mocking`) is a Kafka broker implemented inside librdkafka. It runs
+//! on its own thread in this process and listens on a real loopback port, so every client the
+//! suite makes (`KafkaBroker` consumers, producer, offset lookups) reaches it over TCP like any
+//! broker. One cluster with one broker serves the whole test binary; tests keep apart through
+//! unique topic and group names.
+//!
+//! Settings, and why (see `shared/design/brokers.md`, "librdkafka's mock cluster"):
+//! - The cluster is owned by a client made with `test.mock.num.brokers=1`, kept in a `static`
+//!   and never dropped, so the cluster outlives every test. A `MockCluster` value is not `Send`;
+//!   the one used to create a topic is borrowed from that client for the duration of the call.
+//! - Topics are created with the mock's own `create_topic`: the mock has no CreateTopics
+//!   handler, so `KafkaBroker::create_topic` (admin API) does not work against it.
+//! - The mock delays the first join of an empty group by 3000 ms
+//!   (`group.initial.rebalance.delay.ms`) and evicts a member whose session expires meanwhile,
+//!   so `session.timeout.ms` must exceed 3000 or no consumer ever joins. The delay can be set to 0
+//!   only through `rdkafka_sys` (`rd_kafka_mock_group_initial_rebalance_delay_ms`), which is an
+//!   `unsafe` call, and the workspace forbids `unsafe_code`. So every test that starts a group
+//!   pays those 3 s, and a rebalance of a non-empty group takes `session.timeout.ms` − 1 s.
+//!   4000 ms leaves a second of margin for a loaded machine; heartbeats every 1000 ms.
+
+use std::sync::OnceLock;
+
+use ackstream::Broker;
+use ackstream::SubscriberBuilder;
+use ackstream_kafka::{KafkaBackend, KafkaBroker};
+use ackstream_suite::Fixture;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
+
+/// The client that owns the mock cluster, for the whole test process.
+fn cluster_owner() -> &'static BaseProducer {
+    static OWNER: OnceLock<BaseProducer> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()
+            .expect("start the mock cluster")
+    })
+}
+
+struct MockFixture {
+    bootstrap: String,
+}
+
+impl MockFixture {
+    fn new() -> Self {
+        let cluster = cluster_owner().client().mock_cluster().expect("mock cluster");
+        Self {
+            bootstrap: cluster.bootstrap_servers(),
+        }
+    }
+}
+
+impl Fixture for MockFixture {
+    type Broker = KafkaBroker;
+
+    fn name(&self) -> &'static str {
+        "kafka-mock"
+    }
+
+    fn connect(&self) -> KafkaBroker {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        static T0: OnceLock<std::time::Instant> = OnceLock::new();
+        let t0 = *T0.get_or_init(std::time::Instant::now);
+        let id = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let b = KafkaBroker::new(&self.bootstrap)
+            // tests settle in milliseconds: commit as they happen
+            .commit_interval(std::time::Duration::from_millis(100));
+        b.observe(move |e| match e {
+            ackstream::event::Event::Assigned{..} | ackstream::event::Event::Revoked{..} | ackstream::event::Event::Delivered{..} | ackstream::event::Event::OffsetStored{..} => eprintln!("DBG {:?} client{id} {e:?}", t0.elapsed()),
+            _ => {}
+        });
+        b
+    }
+
+    async fn create_topic(&self, topic: &str, partitions: i32) {
+        let cluster = cluster_owner().client().mock_cluster().expect("mock cluster");
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("create topic");
+    }
+
+    async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        self.connect()
+            .committed_offset(group, topic, partition)
+            .await
+            .expect("read committed offset")
+    }
+
+    fn subscriber(&self, broker: &KafkaBroker, topic: &str) -> SubscriberBuilder<KafkaBackend> {
+        broker
+            .subscriber(topic)
+            .config("session.timeout.ms", "4000")
+            .config("heartbeat.interval.ms", "1000")
+    }
+}
+
+ackstream_suite::behaviour_suite!(MockFixture::new());
