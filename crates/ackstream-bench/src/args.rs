@@ -41,7 +41,9 @@ impl Args {
                 "--count" => count = Some(value()?.parse().map_err(|e| format!("--count: {e}"))?),
                 "--policy" => policy = Some(value()?),
                 "--concurrency" => {
-                    args.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?;
+                    args.concurrency = value()?
+                        .parse()
+                        .map_err(|e| format!("--concurrency: {e}"))?;
                 }
                 "--partitions" => {
                     args.partitions = value()?.parse().map_err(|e| format!("--partitions: {e}"))?;
@@ -69,7 +71,10 @@ impl Args {
             args.policy = p;
         }
         if args.concurrency != 1 {
-            return Err("--concurrency above 1 is not supported yet (one record at a time per partition)".into());
+            return Err(
+                "--concurrency above 1 is not supported yet (one record at a time per partition)"
+                    .into(),
+            );
         }
         Ok(args)
     }

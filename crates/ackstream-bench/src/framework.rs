@@ -77,7 +77,11 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         .spawn();
     progress.done.notified().await;
     app.shutdown().await.map_err(|e| e.to_string())?; // synchronous commit of what finished
-    let elapsed = progress.last.get().unwrap().duration_since(*progress.first.get().unwrap());
+    let elapsed = progress
+        .last
+        .get()
+        .unwrap()
+        .duration_since(*progress.first.get().unwrap());
     let mut committed = 0;
     for partition in 0..partitions {
         committed += broker

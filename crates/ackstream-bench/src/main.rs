@@ -85,7 +85,10 @@ pub(crate) fn report(args: &args::Args, elapsed: Duration, committed: i64) -> Re
 fn main() {
     // Worker threads of the async runtime (default: tokio's, one per core).
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("ACKSTREAM_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("ACKSTREAM_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         runtime.worker_threads(n);
     }
     let runtime = runtime.enable_all().build().expect("tokio runtime");

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ackstream_kafka::KafkaBroker;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::Order;
 use crate::args::Args;
@@ -44,7 +44,9 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     println!(
         "produced {} records ({} bytes each on average) to {} with {} partitions in {:.2}s",

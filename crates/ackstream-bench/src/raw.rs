@@ -22,7 +22,9 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         config.set(k, v);
     }
     let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-    consumer.subscribe(&[&args.topic]).map_err(|e| e.to_string())?;
+    consumer
+        .subscribe(&[&args.topic])
+        .map_err(|e| e.to_string())?;
     let count = args.count;
     let topic = args.topic.clone();
     tokio::task::spawn_blocking(move || {
@@ -34,7 +36,9 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
                     let order: Order = serde_json::from_slice(m.payload().unwrap_or_default())
                         .map_err(|e| e.to_string())?;
                     std::hint::black_box(order);
-                    consumer.store_offset_from_message(&m).map_err(|e| e.to_string())?;
+                    consumer
+                        .store_offset_from_message(&m)
+                        .map_err(|e| e.to_string())?;
                     first.get_or_insert_with(Instant::now);
                     seen += 1;
                 }

@@ -40,7 +40,8 @@ pub trait Consumer: Send + 'static {
     type Partition: PartitionFeed;
 
     /// The next assignment change; `None` when the consumer is closed.
-    fn next_event(&mut self) -> impl Future<Output = Option<ConsumerEvent<Self::Partition>>> + Send;
+    fn next_event(&mut self)
+    -> impl Future<Output = Option<ConsumerEvent<Self::Partition>>> + Send;
 
     /// Where the runtime stores committable offsets.
     fn offset_store(&self) -> Arc<dyn OffsetStore>;

@@ -162,7 +162,11 @@ pub trait Broker: Clone + Send + Sync + 'static {
     }
 
     /// Starts publishing `payload` to `topic`; add a key, headers or a partition, then `.await`.
-    fn publish(&self, topic: impl Into<String>, payload: impl Into<Bytes>) -> Publish<Self::Backend> {
+    fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Publish<Self::Backend> {
         Publish {
             backend: self.core().backend().clone(),
             record: OutgoingRecord::new(topic, payload),

@@ -98,7 +98,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         match self.project().inner.project() {
             InnerProj::Rejected { rejection } => Poll::Ready(Outcome::Rejected(
-                rejection.take().expect("HandlerFuture polled after completion"),
+                rejection
+                    .take()
+                    .expect("HandlerFuture polled after completion"),
             )),
             InnerProj::Running { future } => future.poll(cx).map(IntoOutcome::into_outcome),
         }

@@ -164,21 +164,14 @@ impl KafkaMessage {
             return SettleStatus::AlreadySettled;
         }
         let d = &self.0;
-        d.partition.apply(
-            d.record.offset,
-            d.id,
-            d.attempt,
-            disposition,
-            attempt_limit,
-        )
+        d.partition
+            .apply(d.record.offset, d.id, d.attempt, disposition, attempt_limit)
     }
 
     /// Marks that the handler returned without settling (manual policy).
     pub(crate) fn handler_returned(&self) {
         if !self.is_settled() {
-            self.0
-                .partition
-                .returned(self.0.record.offset, self.0.id);
+            self.0.partition.returned(self.0.record.offset, self.0.id);
         }
     }
 

@@ -7,7 +7,10 @@ use std::sync::Arc;
 /// Values by type, set on the broker before it runs and read by the [`State`](crate::extract::State)
 /// extractor. A handler asking for a type that was never given is refused when the app starts.
 #[derive(Clone, Default)]
-pub struct StateMap(Arc<Vec<(TypeId, &'static str, Arc<dyn Any + Send + Sync>)>>);
+pub struct StateMap(Arc<Vec<Entry>>);
+
+/// One value: its type, the type's name (for messages) and the value.
+type Entry = (TypeId, &'static str, Arc<dyn Any + Send + Sync>);
 
 impl StateMap {
     /// An empty map.

@@ -215,7 +215,9 @@ impl OffsetTracker {
 
     /// The attempt number of a pending delivery.
     pub fn attempt(&self, offset: i64, id: DeliveryId) -> Option<u32> {
-        self.index_of(offset, id).ok().map(|i| self.pending[i].attempt)
+        self.index_of(offset, id)
+            .ok()
+            .map(|i| self.pending[i].attempt)
     }
 
     /// Number of delivered records that are not finished.

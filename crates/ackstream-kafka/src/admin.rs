@@ -24,14 +24,19 @@ pub(crate) async fn create_topic(
         .map_err(|e| BackendError::with_source("cannot create Kafka admin client", e))?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     let results = admin
-        .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &options)
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &options,
+        )
         .await
         .map_err(|e| BackendError::with_source(format!("cannot create topic {topic}"), e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(BackendError::new(format!("cannot create topic {name}: {code}")));
+                return Err(BackendError::new(format!(
+                    "cannot create topic {name}: {code}"
+                )));
             }
         }
     }

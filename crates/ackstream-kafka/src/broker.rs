@@ -54,7 +54,10 @@ impl std::fmt::Debug for KafkaBackend {
 
 impl KafkaBackend {
     pub(crate) fn settings(&self) -> Settings {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) async fn producer(&self) -> Result<&FutureProducer, BackendError> {
@@ -118,7 +121,12 @@ impl KafkaBroker {
     }
 
     fn update(self, f: impl FnOnce(&mut Settings)) -> Self {
-        f(&mut self.core.backend().settings.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self
+            .core
+            .backend()
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()));
         self
     }
 

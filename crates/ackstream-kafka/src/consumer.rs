@@ -100,7 +100,10 @@ impl DriverContext {
         let tps = partitions(tpl);
         if let Some(events) = self.sender() {
             let (ack, done) = RevokeAck::new();
-            if events.send(ConsumerEvent::Revoked(tps.clone(), ack)).is_ok() {
+            if events
+                .send(ConsumerEvent::Revoked(tps.clone(), ack))
+                .is_ok()
+            {
                 let _ = done.blocking_recv();
             }
         }
@@ -193,7 +196,9 @@ impl KafkaConsumer {
                         match consumer.poll(POLL_INTERVAL) {
                             Some(Ok(m)) => {
                                 use rdkafka::Message;
-                                consumer.context().misrouted(m.topic(), m.partition(), m.offset());
+                                consumer
+                                    .context()
+                                    .misrouted(m.topic(), m.partition(), m.offset());
                             }
                             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
                             None => {}
@@ -256,7 +261,11 @@ async fn assign_all(
                 .first()
                 .filter(|t| t.error().is_none() && !t.partitions().is_empty())
                 .ok_or_else(|| BackendError::new(format!("topic {topic} does not exist")))?;
-            tps.extend(t.partitions().iter().map(|p| TopicPartition::new(topic.as_str(), p.id())));
+            tps.extend(
+                t.partitions()
+                    .iter()
+                    .map(|p| TopicPartition::new(topic.as_str(), p.id())),
+            );
         }
         Ok::<_, BackendError>(tps)
     })

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ackstream_core::backend::PartitionFeed;
-use ackstream_core::{BackendError, Header, Headers, Record, TopicPartition};
+use ackstream_core::{BackendError, Header, Record, TopicPartition};
 use bytes::Bytes;
+use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
-use rdkafka::Offset;
 use tokio::sync::Notify;
 
 use crate::consumer::{DriverContext, RdConsumer};
@@ -56,13 +56,18 @@ pub struct KafkaFeed {
 
 impl std::fmt::Debug for KafkaFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaFeed").field("tp", &self.tp).finish_non_exhaustive()
+        f.debug_struct("KafkaFeed")
+            .field("tp", &self.tp)
+            .finish_non_exhaustive()
     }
 }
 
 impl KafkaFeed {
     /// Splits the partition's messages off the main queue into their own.
-    pub(crate) fn split(consumer: &Arc<RdConsumer>, tp: TopicPartition) -> Option<(Self, Arc<FeedSignal>)> {
+    pub(crate) fn split(
+        consumer: &Arc<RdConsumer>,
+        tp: TopicPartition,
+    ) -> Option<(Self, Arc<FeedSignal>)> {
         let mut queue = consumer.split_partition_queue(&tp.topic, tp.partition)?;
         let signal = Arc::new(FeedSignal::default());
         let wake = signal.clone();
@@ -87,7 +92,7 @@ impl KafkaFeed {
                     })
                     .collect()
             })
-            .unwrap_or_else(Headers::new);
+            .unwrap_or_default();
         Record {
             topic: self.tp.topic.clone(),
             partition: self.tp.partition,
@@ -125,7 +130,12 @@ impl PartitionFeed for KafkaFeed {
 
     fn seek(&mut self, offset: i64) -> Result<(), BackendError> {
         self.consumer
-            .seek(&self.tp.topic, self.tp.partition, Offset::Offset(offset), SEEK_TIMEOUT)
+            .seek(
+                &self.tp.topic,
+                self.tp.partition,
+                Offset::Offset(offset),
+                SEEK_TIMEOUT,
+            )
             .map_err(|e| BackendError::with_source(format!("seek {}@{offset}", self.tp), e))
     }
 }

@@ -27,7 +27,11 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -81,7 +85,8 @@ impl KafkaOffsets {
         for (tp, slot) in slots.iter_mut() {
             if all || slot.dirty {
                 slot.dirty = false;
-                let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(slot.offset));
+                let _ =
+                    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(slot.offset));
             }
         }
         self.moves.store(0, Ordering::Relaxed);
@@ -150,9 +155,20 @@ impl OffsetStore for KafkaOffsets {
         {
             let mut slots = self.slots();
             match slots.get_mut(tp) {
-                Some(slot) => *slot = Slot { offset, dirty: true },
+                Some(slot) => {
+                    *slot = Slot {
+                        offset,
+                        dirty: true,
+                    }
+                }
                 None => {
-                    slots.insert(tp.clone(), Slot { offset, dirty: true });
+                    slots.insert(
+                        tp.clone(),
+                        Slot {
+                            offset,
+                            dirty: true,
+                        },
+                    );
                 }
             }
         }

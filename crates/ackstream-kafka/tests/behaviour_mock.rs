@@ -47,7 +47,10 @@ struct MockFixture {
 
 impl MockFixture {
     fn new() -> Self {
-        let cluster = cluster_owner().client().mock_cluster().expect("mock cluster");
+        let cluster = cluster_owner()
+            .client()
+            .mock_cluster()
+            .expect("mock cluster");
         Self {
             bootstrap: cluster.bootstrap_servers(),
         }
@@ -62,22 +65,16 @@ impl Fixture for MockFixture {
     }
 
     fn connect(&self) -> KafkaBroker {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        static T0: OnceLock<std::time::Instant> = OnceLock::new();
-        let t0 = *T0.get_or_init(std::time::Instant::now);
-        let id = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let b = KafkaBroker::new(&self.bootstrap)
+        KafkaBroker::new(&self.bootstrap)
             // tests settle in milliseconds: commit as they happen
-            .commit_interval(std::time::Duration::from_millis(100));
-        b.observe(move |e| match e {
-            ackstream::event::Event::Assigned{..} | ackstream::event::Event::Revoked{..} | ackstream::event::Event::Delivered{..} | ackstream::event::Event::OffsetStored{..} => eprintln!("DBG {:?} client{id} {e:?}", t0.elapsed()),
-            _ => {}
-        });
-        b
+            .commit_interval(std::time::Duration::from_millis(100))
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
-        let cluster = cluster_owner().client().mock_cluster().expect("mock cluster");
+        let cluster = cluster_owner()
+            .client()
+            .mock_cluster()
+            .expect("mock cluster");
         cluster
             .create_topic(topic, partitions, 1)
             .expect("create topic");

@@ -186,7 +186,8 @@ pub async fn run<F: Fixture>(fixture: &F, policy: AckPolicy, behaviour: Behaviou
         last_settle: recorder.settles(&tp, 0).last().copied(),
     };
     assert_eq!(
-        got, want,
+        got,
+        want,
         "{} broker, {policy:?}, {behaviour:?}: settles of record 0: {:?}",
         fixture.name(),
         recorder.settles(&tp, 0)

@@ -75,8 +75,9 @@ impl Recorder {
 
     /// Deliveries of one record.
     pub fn deliveries(&self, tp: &TopicPartition, offset: i64) -> u32 {
-        self.count_where(|e| matches!(e, Event::Delivered { tp: t, offset: o, .. } if t == tp && *o == offset))
-            as u32
+        self.count_where(
+            |e| matches!(e, Event::Delivered { tp: t, offset: o, .. } if t == tp && *o == offset),
+        ) as u32
     }
 
     /// Deliveries of every record of a topic.
@@ -121,7 +122,9 @@ impl Recorder {
 
     /// Whether a record was reported as holding back its partition's commit.
     pub fn held_back(&self, tp: &TopicPartition, offset: i64) -> bool {
-        self.count_where(|e| matches!(e, Event::HeldBack { tp: t, offset: o } if t == tp && *o == offset)) > 0
+        self.count_where(
+            |e| matches!(e, Event::HeldBack { tp: t, offset: o } if t == tp && *o == offset),
+        ) > 0
     }
 
     /// Partitions currently assigned to this broker's subscribers in `group` (assigned minus revoked).
@@ -129,10 +132,16 @@ impl Recorder {
         let mut now: Vec<TopicPartition> = Vec::new();
         for e in self.events.lock().unwrap().iter() {
             match e {
-                Event::Assigned { group: Some(g), partitions } if &**g == group => {
+                Event::Assigned {
+                    group: Some(g),
+                    partitions,
+                } if &**g == group => {
                     now.extend(partitions.iter().cloned());
                 }
-                Event::Revoked { group: Some(g), partitions } if &**g == group => {
+                Event::Revoked {
+                    group: Some(g),
+                    partitions,
+                } if &**g == group => {
                     now.retain(|tp| !partitions.contains(tp));
                 }
                 _ => {}

@@ -44,10 +44,18 @@ pub async fn ack_first_acks_before_the_handler_runs<F: Fixture>(fx: &F) {
             }
         });
     let app = App::new(broker.clone()).spawn();
-    assert!(rx.recv().await.unwrap(), "record 0 acked before its handler ran");
-    assert!(rx.recv().await.unwrap(), "record 1 acked before its handler ran");
+    assert!(
+        rx.recv().await.unwrap(),
+        "record 0 acked before its handler ran"
+    );
+    assert!(
+        rx.recv().await.unwrap(),
+        "record 1 acked before its handler ran"
+    );
     recorder
-        .wait_for("record 1 delivered", |r| r.deliveries(&tp(&topic, 0), 1) == 1)
+        .wait_for("record 1 delivered", |r| {
+            r.deliveries(&tp(&topic, 0), 1) == 1
+        })
         .await;
     app.shutdown().await.unwrap();
     assert_eq!(recorder.deliveries(&tp(&topic, 0), 0), 1, "not redelivered");
@@ -75,16 +83,26 @@ pub async fn nack_on_error_commits_after_success_and_redelivers_after_error<F: F
         });
     let app = App::new(broker.clone()).spawn();
     let p = tp(&topic, 0);
-    recorder.wait_for("record 2 settled", |r| r.is_settled(&p, 2)).await;
+    recorder
+        .wait_for("record 2 settled", |r| r.is_settled(&p, 2))
+        .await;
     app.shutdown().await.unwrap();
     assert_eq!(recorder.deliveries(&p, 0), 1);
-    assert_eq!(recorder.deliveries(&p, 1), 2, "failed record delivered again");
+    assert_eq!(
+        recorder.deliveries(&p, 1),
+        2,
+        "failed record delivered again"
+    );
     assert_eq!(recorder.deliveries(&p, 2), 1);
     assert_eq!(
         recorder.settles(&p, 1),
         vec![Disposition::Nack { delay: None }, Disposition::Ack]
     );
-    assert_eq!(recorder.stored(&p), vec![1, 2, 3], "1 committed only after its redelivery succeeded");
+    assert_eq!(
+        recorder.stored(&p),
+        vec![1, 2, 3],
+        "1 committed only after its redelivery succeeded"
+    );
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(3));
 }
 
@@ -123,11 +141,21 @@ pub async fn manual_unsettled_record_holds_back_the_commit<F: Fixture>(fx: &F) {
         });
     let app = App::new(broker.clone()).spawn();
     let p = tp(&topic, 0);
-    recorder.wait_for("record 1 acked", |r| r.is_settled(&p, 1)).await;
-    assert!(recorder.held_back(&p, 0), "the unsettled record is reported");
-    assert!(recorder.stored(&p).is_empty(), "nothing committable past record 0");
+    recorder
+        .wait_for("record 1 acked", |r| r.is_settled(&p, 1))
+        .await;
+    assert!(
+        recorder.held_back(&p, 0),
+        "the unsettled record is reported"
+    );
+    assert!(
+        recorder.stored(&p).is_empty(),
+        "nothing committable past record 0"
+    );
     release.notify_one();
-    recorder.wait_for("record 0 acked late", |r| r.is_settled(&p, 0)).await;
+    recorder
+        .wait_for("record 0 acked late", |r| r.is_settled(&p, 0))
+        .await;
     app.shutdown().await.unwrap();
     assert_eq!(recorder.stored(&p), vec![3]);
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(3));
@@ -148,7 +176,9 @@ pub async fn nack_redelivers_to_another_group_member<F: Fixture>(fx: &F) {
     let first_app = App::new(first.clone()).spawn();
     let p = tp(&topic, 0);
     first_rec
-        .wait_for("record 0 nacked by the first member", |r| !r.settles(&p, 0).is_empty())
+        .wait_for("record 0 nacked by the first member", |r| {
+            !r.settles(&p, 0).is_empty()
+        })
         .await;
 
     let second = fx.connect();
@@ -168,11 +198,19 @@ pub async fn nack_redelivers_to_another_group_member<F: Fixture>(fx: &F) {
         .await;
     first_app.shutdown().await.unwrap(); // leaves the group: rebalance
     assert_eq!(rx.recv().await.as_deref(), Some("record-0"));
-    second_rec.wait_for("record 0 acked by the second member", |r| r.is_settled(&p, 0)).await;
+    second_rec
+        .wait_for("record 0 acked by the second member", |r| {
+            r.is_settled(&p, 0)
+        })
+        .await;
     second_app.shutdown().await.unwrap();
     assert!(first_rec.deliveries(&p, 0) >= 1);
     assert_eq!(
-        first_rec.settles(&p, 0).iter().filter(|d| **d == Disposition::Ack).count(),
+        first_rec
+            .settles(&p, 0)
+            .iter()
+            .filter(|d| **d == Disposition::Ack)
+            .count(),
         0,
         "the first member never finished it"
     );
@@ -194,7 +232,8 @@ pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
             .handle(|_: String| async {});
     }
     let app_a = App::new(a.clone()).spawn();
-    ra.wait_for("first member assigned", |r| r.assigned(&group).len() == 4).await;
+    ra.wait_for("first member assigned", |r| r.assigned(&group).len() == 4)
+        .await;
     let app_b = App::new(b.clone()).spawn();
     let rb2 = rb.clone();
     ra.wait_for("partitions split between members", |r| {
@@ -215,7 +254,11 @@ pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
     for partition in 0..4 {
         for offset in 0..5 {
             let p = tp(&topic, partition);
-            assert_eq!(ra.deliveries(&p, offset) + rb.deliveries(&p, offset), 1, "{p}@{offset}");
+            assert_eq!(
+                ra.deliveries(&p, offset) + rb.deliveries(&p, offset),
+                1,
+                "{p}@{offset}"
+            );
         }
         assert_eq!(fx.committed(&group, &topic, partition).await, Some(5));
     }
@@ -239,7 +282,9 @@ pub async fn every_group_sees_every_record<F: Fixture>(fx: &F) {
     }
     let app = App::new(broker.clone()).spawn();
     recorder
-        .wait_for("both groups handled all 5 records", |r| r.deliveries_of_topic(&topic) >= 10)
+        .wait_for("both groups handled all 5 records", |r| {
+            r.deliveries_of_topic(&topic) >= 10
+        })
         .await;
     app.shutdown().await.unwrap();
     for group in &groups {
@@ -282,13 +327,19 @@ pub async fn restart_resumes_from_the_committed_offset<F: Fixture>(fx: &F) {
     let app = App::new(first.clone()).spawn();
     let p = tp(&topic, 0);
     first_rec
-        .wait_for("the record where the stop begins", |r| r.deliveries(&p, STOP_AT) == 1)
+        .wait_for("the record where the stop begins", |r| {
+            r.deliveries(&p, STOP_AT) == 1
+        })
         .await;
     app.shutdown_handle().shutdown();
     gate.notify_one();
     app.join().await.unwrap();
     let committed = fx.committed(&group, &topic, 0).await;
-    assert_eq!(committed, Some(STOP_AT + 1), "finished prefix committed at shutdown");
+    assert_eq!(
+        committed,
+        Some(STOP_AT + 1),
+        "finished prefix committed at shutdown"
+    );
     let second = run(2);
     let second_rec = Recorder::attach(&second);
     let app = App::new(second.clone()).spawn();
@@ -296,9 +347,12 @@ pub async fn restart_resumes_from_the_committed_offset<F: Fixture>(fx: &F) {
         .wait_for("the rest of the records", |r| r.is_settled(&p, N - 1))
         .await;
     app.shutdown().await.unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     for offset in 0..N {
-        assert!(seen.iter().any(|(_, o)| *o == offset), "record {offset} never processed");
+        assert!(
+            seen.iter().any(|(_, o)| *o == offset),
+            "record {offset} never processed"
+        );
     }
     assert!(
         seen.iter().all(|(g, o)| (*g == 1) == (*o <= STOP_AT)),
@@ -324,23 +378,37 @@ pub async fn latest_offset_reset_skips_earlier_records<F: Fixture>(fx: &F) {
         .auto_commit(false)
         .handle(|_: String| async {});
     let app = App::new(broker.clone()).spawn();
-    recorder.wait_for("assigned", |r| !r.assigned(&group).is_empty()).await;
+    recorder
+        .wait_for("assigned", |r| !r.assigned(&group).is_empty())
+        .await;
     let mut published = 1;
     loop {
         broker.publish(&topic, "after").partition(0).await.unwrap();
         published += 1;
         let arrived = |r: &Recorder| r.deliveries_of_topic(&topic) > 0;
-        if recorder.came_within(Duration::from_millis(250), arrived).await {
+        if recorder
+            .came_within(Duration::from_millis(250), arrived)
+            .await
+        {
             break;
         }
-        assert!(published < 200, "no record published after the subscription arrived");
+        assert!(
+            published < 200,
+            "no record published after the subscription arrived"
+        );
     }
     let p = tp(&topic, 0);
     recorder
-        .wait_for("the last record handled", |r| r.is_settled(&p, published - 1))
+        .wait_for("the last record handled", |r| {
+            r.is_settled(&p, published - 1)
+        })
         .await;
     app.shutdown().await.unwrap();
-    assert_eq!(recorder.deliveries(&p, 0), 0, "the earlier record is skipped");
+    assert_eq!(
+        recorder.deliveries(&p, 0),
+        0,
+        "the earlier record is skipped"
+    );
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(published));
 }
 
@@ -363,13 +431,23 @@ pub async fn shutdown_drains_in_flight_handlers_and_commits<F: Fixture>(fx: &F) 
         });
     let app = App::new(broker.clone()).spawn();
     let p = tp(&topic, 0);
-    recorder.wait_for("record 0 in flight", |r| r.deliveries(&p, 0) == 1).await;
+    recorder
+        .wait_for("record 0 in flight", |r| r.deliveries(&p, 0) == 1)
+        .await;
     let handle = app.shutdown_handle();
     handle.shutdown();
     release.notify_one();
     app.join().await.unwrap();
-    assert_eq!(recorder.deliveries(&p, 1), 0, "nothing fetched after shutdown began");
-    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1), "the drained record is committed");
+    assert_eq!(
+        recorder.deliveries(&p, 1),
+        0,
+        "nothing fetched after shutdown began"
+    );
+    assert_eq!(
+        fx.committed(&group, &topic, 0).await,
+        Some(1),
+        "the drained record is committed"
+    );
 }
 
 /// A handler still running at the drain deadline is cancelled, and its record not committed.
@@ -404,11 +482,17 @@ pub async fn handler_cancelled_at_drain_deadline_is_not_committed<F: Fixture>(fx
         .drain_timeout(Duration::from_millis(200))
         .spawn();
     let p = tp(&topic, 0);
-    recorder.wait_for("record 1 in flight", |r| r.deliveries(&p, 1) == 1).await;
+    recorder
+        .wait_for("record 1 in flight", |r| r.deliveries(&p, 1) == 1)
+        .await;
     app.shutdown().await.unwrap();
     dropped.notified().await; // the handler future was dropped (cancelled)
     assert!(!recorder.is_settled(&p, 1));
-    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1), "only record 0 is committed");
+    assert_eq!(
+        fx.committed(&group, &topic, 0).await,
+        Some(1),
+        "only record 0 is committed"
+    );
 }
 
 /// A settle that arrives after its partition was revoked changes nothing.
@@ -430,9 +514,15 @@ pub async fn settle_after_revoke_changes_nothing<F: Fixture>(fx: &F) {
         });
     let app = App::new(broker.clone()).spawn();
     let p = tp(&topic, 0);
-    recorder.wait_for("record 0 delivered", |r| r.deliveries(&p, 0) == 1).await;
+    recorder
+        .wait_for("record 0 delivered", |r| r.deliveries(&p, 0) == 1)
+        .await;
     app.shutdown().await.unwrap(); // revokes every partition
-    let late = parked.lock().unwrap().take().expect("handler parked the message");
+    let late = parked
+        .lock()
+        .unwrap()
+        .take()
+        .expect("handler parked the message");
     assert_eq!(late.ack().await.unwrap(), SettleStatus::Stale);
     assert_eq!(fx.committed(&group, &topic, 0).await, None);
 }
@@ -463,7 +553,11 @@ pub async fn nack_after_delay_redelivers_later<F: Fixture>(fx: &F) {
     let first = rx.recv().await.unwrap();
     let second = rx.recv().await.unwrap();
     app.shutdown().await.unwrap();
-    assert!(second - first >= DELAY, "redelivered after {:?}", second - first);
+    assert!(
+        second - first >= DELAY,
+        "redelivered after {:?}",
+        second - first
+    );
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
 }
 
@@ -487,7 +581,9 @@ pub async fn max_attempts_turns_nack_into_reject<F: Fixture>(fx: &F) {
         });
     let app = App::new(broker.clone()).spawn();
     let p = tp(&topic, 0);
-    recorder.wait_for("record 1 handled", |r| r.is_settled(&p, 1)).await;
+    recorder
+        .wait_for("record 1 handled", |r| r.is_settled(&p, 1))
+        .await;
     app.shutdown().await.unwrap();
     assert_eq!(recorder.deliveries(&p, 0), 3);
     assert_eq!(recorder.settles(&p, 0).last(), Some(&Disposition::Reject));

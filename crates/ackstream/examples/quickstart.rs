@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
+use ackstream::SettleStatus;
 use ackstream::event::Event;
 use ackstream::prelude::*;
 use ackstream::testing::MemoryBroker;
-use ackstream::SettleStatus;
 use tokio::sync::Notify;
 
 /// The seed's handler, in Rust: the body says what to do on the first attempt.
@@ -105,7 +105,11 @@ async fn run(policy: AckPolicy, case: Case, n: usize) -> (u32, Option<i64>, Stri
         Case::Forgetful => "anything".to_owned(),
         Case::BadJson => "{\"id\": oops".to_owned(),
     };
-    let body1 = if matches!(case, Case::BadJson) { "{\"id\": 1}" } else { "ok" };
+    let body1 = if matches!(case, Case::BadJson) {
+        "{\"id\": 1}"
+    } else {
+        "ok"
+    };
     broker.publish(&topic, body0).await.expect("publish");
     broker.publish(&topic, body1).await.expect("publish");
 
@@ -114,7 +118,12 @@ async fn run(policy: AckPolicy, case: Case, n: usize) -> (u32, Option<i64>, Stri
     let last_settle = Arc::new(std::sync::Mutex::new(String::from("-")));
     let (d, l) = (done.clone(), last_settle.clone());
     broker.observe(move |e| {
-        if let Event::Settled { offset, status: SettleStatus::Settled(how), .. } = e {
+        if let Event::Settled {
+            offset,
+            status: SettleStatus::Settled(how),
+            ..
+        } = e
+        {
             if *offset == 1 {
                 d.notify_one();
             } else {
@@ -152,10 +161,12 @@ async fn main() {
         .init();
     std::panic::set_hook(Box::new(|_| {})); // the demo's panics are caught and shown in the table
 
-    println!("ackstream quickstart: the seed's handler under every ack policy (in-memory broker)\n");
     println!(
-        "{:<16} {:<32} {:>10} {:>10}  {}",
-        "policy", "handler", "deliveries", "committed", "record 0 settled as"
+        "ackstream quickstart: the seed's handler under every ack policy (in-memory broker)\n"
+    );
+    println!(
+        "{:<16} {:<32} {:>10} {:>10}  record 0 settled as",
+        "policy", "handler", "deliveries", "committed"
     );
     println!("{}", "-".repeat(96));
     let mut n = 0;
@@ -176,5 +187,7 @@ async fn main() {
         println!();
     }
     println!("deliveries: times record 0 reached the consumer; committed: the group's offset");
-    println!("(2 = both records finished, none = commit held before record 0, redelivered on restart).");
+    println!(
+        "(2 = both records finished, none = commit held before record 0, redelivered on restart)."
+    );
 }

@@ -42,8 +42,16 @@ async fn malformed_json_is_rejected_not_looped_and_logged_with_its_position() {
 
     let broker = MemoryBroker::new();
     broker.create_topic("orders", 2).unwrap();
-    broker.publish("orders", "{\"id\": oops").partition(1).await.unwrap();
-    broker.publish("orders", "{\"id\": 7}").partition(1).await.unwrap();
+    broker
+        .publish("orders", "{\"id\": oops")
+        .partition(1)
+        .await
+        .unwrap();
+    broker
+        .publish("orders", "{\"id\": 7}")
+        .partition(1)
+        .await
+        .unwrap();
     let calls = Arc::new(Mutex::new(0));
     let c = calls.clone();
     broker
@@ -59,7 +67,11 @@ async fn malformed_json_is_rejected_not_looped_and_logged_with_its_position() {
     broker.wait_committed("g", "orders", 2).await;
     app.shutdown().await.unwrap();
 
-    assert_eq!(*calls.lock().unwrap(), 1, "the malformed record never reached the handler");
+    assert_eq!(
+        *calls.lock().unwrap(),
+        1,
+        "the malformed record never reached the handler"
+    );
     assert_eq!(
         broker.delivery_count(Some("g"), "orders", 1, 0),
         ackstream::DEFAULT_DECODE_ATTEMPTS,
@@ -71,9 +83,13 @@ async fn malformed_json_is_rejected_not_looped_and_logged_with_its_position() {
         .lines()
         .find(|l| l.contains("cannot be decoded"))
         .expect("a decode failure is logged");
-    for needle in ["topic=\"orders\"", "partition=1", "offset=0", "invalid JSON"] {
+    for needle in [
+        "topic=\"orders\"",
+        "partition=1",
+        "offset=0",
+        "invalid JSON",
+    ] {
         assert!(line.contains(needle), "{needle} missing from: {line}");
     }
     assert!(log.contains("ran out of attempts"), "{log}");
 }
-

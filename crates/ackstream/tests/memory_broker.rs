@@ -22,7 +22,12 @@ async fn keyed_records_land_where_kafkas_partitioner_puts_them() {
 async fn explicit_partition_wins_and_must_exist() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 2).unwrap();
-    let pos = broker.publish("t", "v").key("k").partition(1).await.unwrap();
+    let pos = broker
+        .publish("t", "v")
+        .key("k")
+        .partition(1)
+        .await
+        .unwrap();
     assert_eq!(pos.partition, 1);
     let err = broker.publish("t", "v").partition(2).await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
@@ -33,7 +38,10 @@ async fn topics_are_created_on_first_use_with_the_default_partition_count() {
     let broker = MemoryBroker::new().with_default_partitions(3);
     broker.publish("new", "v").await.unwrap();
     assert_eq!(broker.partition_count("new"), Some(3));
-    assert!(broker.create_topic("new", 5).is_err(), "recreating with another count");
+    assert!(
+        broker.create_topic("new", 5).is_err(),
+        "recreating with another count"
+    );
 }
 
 #[tokio::test]
@@ -52,8 +60,12 @@ async fn headers_and_keys_reach_the_handler() {
         .handle(move |Key(key): Key, headers: Headers, msg: KafkaMessage| {
             let tx = tx.clone();
             async move {
-                tx.send((key, headers.get_str("trace").map(str::to_owned), msg.topic().to_owned()))
-                    .unwrap();
+                tx.send((
+                    key,
+                    headers.get_str("trace").map(str::to_owned),
+                    msg.topic().to_owned(),
+                ))
+                .unwrap();
             }
         });
     let app = App::new(broker).spawn();
@@ -80,7 +92,11 @@ async fn subscriber_without_group_reads_every_partition_and_commits_nothing() {
             async move { tx.send(msg.partition()).unwrap() }
         });
     let app = App::new(broker.clone()).spawn();
-    let mut seen = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+    let mut seen = vec![
+        rx.recv().await.unwrap(),
+        rx.recv().await.unwrap(),
+        rx.recv().await.unwrap(),
+    ];
     app.shutdown().await.unwrap();
     seen.sort();
     assert_eq!(seen, vec![0, 1, 2]);

@@ -15,19 +15,40 @@ fn committing_policy_without_group_is_refused() {
         AckPolicy::NackOnError,
         AckPolicy::Manual,
     ] {
-        let err = broker.subscriber("t").ack_policy(policy).try_handle(noop).unwrap_err();
-        assert!(matches!(err, ConfigError::PolicyNeedsGroup { .. }), "{policy:?}: {err}");
+        let err = broker
+            .subscriber("t")
+            .ack_policy(policy)
+            .try_handle(noop)
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::PolicyNeedsGroup { .. }),
+            "{policy:?}: {err}"
+        );
         assert!(err.to_string().contains("group_id"), "{err}");
     }
-    let err = broker.subscriber("t").auto_commit(false).try_handle(noop).unwrap_err();
-    assert!(matches!(err, ConfigError::PolicyNeedsGroup { policy: AckPolicy::NackOnError, .. }));
+    let err = broker
+        .subscriber("t")
+        .auto_commit(false)
+        .try_handle(noop)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::PolicyNeedsGroup {
+            policy: AckPolicy::NackOnError,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn ack_first_without_group_is_allowed() {
     let broker = MemoryBroker::new();
     broker.subscriber("t").try_handle(noop).unwrap();
-    broker.subscriber("t").auto_commit(true).try_handle(noop).unwrap();
+    broker
+        .subscriber("t")
+        .auto_commit(true)
+        .try_handle(noop)
+        .unwrap();
 }
 
 #[test]
@@ -40,7 +61,10 @@ fn auto_commit_combined_with_ack_policy_is_refused() {
         .ack_policy(AckPolicy::Ack)
         .try_handle(noop)
         .unwrap_err();
-    assert!(matches!(err, ConfigError::ConflictingPolicy { .. }), "{err}");
+    assert!(
+        matches!(err, ConfigError::ConflictingPolicy { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("auto_commit") && err.to_string().contains("ack_policy"));
 }
 
@@ -54,7 +78,10 @@ fn no_ack_combined_with_auto_commit_is_refused() {
         .auto_commit(true)
         .try_handle(noop)
         .unwrap_err();
-    assert!(matches!(err, ConfigError::ConflictingPolicy { .. }), "{err}");
+    assert!(
+        matches!(err, ConfigError::ConflictingPolicy { .. }),
+        "{err}"
+    );
 }
 
 fn policy_of(b: ackstream::SubscriberBuilder<ackstream::testing::MemoryBackend>) -> AckPolicy {
@@ -71,15 +98,26 @@ fn faststream_spellings_choose_the_policy() {
     assert_eq!(policy_of(sub().auto_commit(true)), AckPolicy::AckFirst);
     assert_eq!(policy_of(sub().no_ack(true)), AckPolicy::Manual);
     assert_eq!(policy_of(sub().no_ack(false)), AckPolicy::AckFirst);
-    assert_eq!(policy_of(sub().ack_policy(AckPolicy::RejectOnError)), AckPolicy::RejectOnError);
+    assert_eq!(
+        policy_of(sub().ack_policy(AckPolicy::RejectOnError)),
+        AckPolicy::RejectOnError
+    );
 }
 
 #[test]
 fn broker_default_policy_applies_unless_the_subscriber_overrides_it() {
     let broker = MemoryBroker::new().with_default_ack_policy(AckPolicy::NackOnError);
-    assert_eq!(policy_of(broker.subscriber("t").group_id("g")), AckPolicy::NackOnError);
     assert_eq!(
-        policy_of(broker.subscriber("t").group_id("g").ack_policy(AckPolicy::Ack)),
+        policy_of(broker.subscriber("t").group_id("g")),
+        AckPolicy::NackOnError
+    );
+    assert_eq!(
+        policy_of(
+            broker
+                .subscriber("t")
+                .group_id("g")
+                .ack_policy(AckPolicy::Ack)
+        ),
         AckPolicy::Ack
     );
     // the default needs a group too
@@ -95,7 +133,11 @@ fn invalid_values_are_refused() {
         broker.subscriber("t").group_id("g").max_decode_attempts(0),
         broker.subscriber("t").group_id(""),
         broker.subscriber("").group_id("g"),
-        broker.subscriber("t").group_id("g").ack_policy(AckPolicy::Ack).manual_cumulative(true),
+        broker
+            .subscriber("t")
+            .group_id("g")
+            .ack_policy(AckPolicy::Ack)
+            .manual_cumulative(true),
     ];
     for case in cases {
         let err = case.try_handle(noop).unwrap_err();

@@ -24,6 +24,11 @@ impl<T: DeserializeOwned> FromMessage for Json<T> {
     fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         serde_json::from_slice(msg.payload())
             .map(Json)
-            .map_err(|e| Rejection::new(std::any::type_name::<T>(), format_args!("invalid JSON: {e}")))
+            .map_err(|e| {
+                Rejection::new(
+                    std::any::type_name::<T>(),
+                    format_args!("invalid JSON: {e}"),
+                )
+            })
     }
 }

@@ -22,7 +22,10 @@ impl FromMessage for String {
     fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         match std::str::from_utf8(msg.payload()) {
             Ok(s) => Ok(s.to_owned()),
-            Err(e) => Err(Rejection::new("String", format_args!("payload is not UTF-8 ({e})"))),
+            Err(e) => Err(Rejection::new(
+                "String",
+                format_args!("payload is not UTF-8 ({e})"),
+            )),
         }
     }
 }

@@ -67,7 +67,8 @@ where
         match event {
             None => break,
             Some(ConsumerEvent::Assigned(feeds)) => {
-                let partitions: Vec<_> = feeds.iter().map(|f| f.topic_partition().clone()).collect();
+                let partitions: Vec<_> =
+                    feeds.iter().map(|f| f.topic_partition().clone()).collect();
                 tracing::debug!(?partitions, group = ?group, "partitions assigned");
                 for feed in feeds {
                     let tp = feed.topic_partition().clone();
@@ -87,7 +88,14 @@ where
                         stop.clone(),
                         config.clone(),
                     ));
-                    if let Some(old) = workers.insert(tp, Worker { ctx: pctx, stop, task }) {
+                    if let Some(old) = workers.insert(
+                        tp,
+                        Worker {
+                            ctx: pctx,
+                            stop,
+                            task,
+                        },
+                    ) {
                         // Assigned again without a revoke in between: retire the old task.
                         stop_workers(vec![old], ctx.drain_timeout).await;
                     }
@@ -129,7 +137,10 @@ async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
     }
     let deadline = Instant::now() + drain_timeout;
     for mut w in workers {
-        if tokio::time::timeout_at(deadline, &mut w.task).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut w.task)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 topic = %w.ctx.tp.topic,
                 partition = w.ctx.tp.partition,

@@ -44,7 +44,11 @@ fn nack_drops_the_record_and_everything_after_it() {
     assert_eq!(b2.attempt, 2);
     let c2 = t.deliver(2).unwrap();
     assert_eq!(c2.attempt, 1, "only the nacked record counts an attempt");
-    assert_eq!(t.finish(1, b.id), Err(TrackerError::Stale), "old delivery id");
+    assert_eq!(
+        t.finish(1, b.id),
+        Err(TrackerError::Stale),
+        "old delivery id"
+    );
     t.finish(1, b2.id).unwrap();
     assert_eq!(t.finish(2, c2.id).unwrap().advanced_to, Some(3));
 }
@@ -65,10 +69,7 @@ fn revoke_fences_every_later_settle() {
 fn out_of_order_delivery_is_refused() {
     let mut t = OffsetTracker::new();
     t.deliver(3).unwrap();
-    assert!(matches!(
-        t.deliver(3),
-        Err(TrackerError::OutOfOrder { .. })
-    ));
+    assert!(matches!(t.deliver(3), Err(TrackerError::OutOfOrder { .. })));
 }
 
 #[test]
@@ -79,9 +80,21 @@ fn manual_unsettled_record_is_reported_once_when_it_holds_back_a_later_ack() {
     let c = t.deliver(2).unwrap();
     assert_eq!(t.returned(0, a.id), Ok(None));
     let f = t.finish(1, b.id).unwrap();
-    assert_eq!(f, Finished { advanced_to: None, held_back_by: Some(0) });
+    assert_eq!(
+        f,
+        Finished {
+            advanced_to: None,
+            held_back_by: Some(0)
+        }
+    );
     let f = t.finish(2, c.id).unwrap();
-    assert_eq!(f, Finished { advanced_to: None, held_back_by: None });
+    assert_eq!(
+        f,
+        Finished {
+            advanced_to: None,
+            held_back_by: None
+        }
+    );
     // a late ack of the returned record releases everything
     assert_eq!(t.finish(0, a.id).unwrap().advanced_to, Some(3));
 }
@@ -172,7 +185,9 @@ impl Model {
             }
             Op::Ack(k) | Op::Reject(k) => {
                 if let Some((i, (offset, id))) = self.pick(k) {
-                    self.tracker.finish(offset, id).expect("pending delivery finishes");
+                    self.tracker
+                        .finish(offset, id)
+                        .expect("pending delivery finishes");
                     self.outstanding.remove(i);
                     self.stale.push((offset, id));
                     self.finished_ever.insert(offset);
@@ -180,12 +195,17 @@ impl Model {
             }
             Op::Return(k) => {
                 if let Some((_, (offset, id))) = self.pick(k) {
-                    self.tracker.returned(offset, id).expect("pending delivery returns");
+                    self.tracker
+                        .returned(offset, id)
+                        .expect("pending delivery returns");
                 }
             }
             Op::Nack(k) => {
                 if let Some((_, (offset, id))) = self.pick(k) {
-                    let rewind = self.tracker.nack(offset, id).expect("pending delivery nacks");
+                    let rewind = self
+                        .tracker
+                        .nack(offset, id)
+                        .expect("pending delivery nacks");
                     assert_eq!(rewind, offset);
                     let (dropped, kept): (Vec<_>, Vec<_>) =
                         self.outstanding.iter().partition(|(o, _)| *o >= offset);
@@ -197,7 +217,10 @@ impl Model {
             Op::SettleStale(k) => {
                 if !self.stale.is_empty() {
                     let (offset, id) = self.stale[k % self.stale.len()];
-                    assert!(self.tracker.finish(offset, id).is_err(), "stale settle refused");
+                    assert!(
+                        self.tracker.finish(offset, id).is_err(),
+                        "stale settle refused"
+                    );
                     assert!(self.tracker.nack(offset, id).is_err(), "stale nack refused");
                 }
             }
@@ -219,14 +242,25 @@ impl Model {
     /// never moves backwards.
     fn check(&mut self) {
         if let Some(p) = self.tracker.position() {
-            assert!(p >= self.committed, "committed offset moved back: {} -> {p}", self.committed);
+            assert!(
+                p >= self.committed,
+                "committed offset moved back: {} -> {p}",
+                self.committed
+            );
             self.committed = p;
         }
         for &o in self.log.iter().take_while(|&&o| o < self.committed) {
-            assert!(self.finished_ever.contains(&o), "committed past unfinished record {o}");
+            assert!(
+                self.finished_ever.contains(&o),
+                "committed past unfinished record {o}"
+            );
         }
         for &(o, _) in &self.outstanding {
-            assert!(self.committed <= o, "committed {} past outstanding {o}", self.committed);
+            assert!(
+                self.committed <= o,
+                "committed {} past outstanding {o}",
+                self.committed
+            );
         }
     }
 
@@ -245,7 +279,11 @@ impl Model {
             self.check();
         }
         self.check();
-        assert_eq!(self.committed, self.log.last().unwrap() + 1, "reaches the end");
+        assert_eq!(
+            self.committed,
+            self.log.last().unwrap() + 1,
+            "reaches the end"
+        );
     }
 }
 

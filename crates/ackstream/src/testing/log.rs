@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ackstream_core::{BackendError, Headers, OutgoingRecord, Record, RecordPosition, TopicPartition};
+use ackstream_core::{
+    BackendError, Headers, OutgoingRecord, Record, RecordPosition, TopicPartition,
+};
 use bytes::Bytes;
 use tokio::sync::watch;
 

@@ -126,7 +126,10 @@ impl Backend for MemoryBackend {
     }
 
     async fn publish(&self, record: OutgoingRecord) -> Result<RecordPosition, BackendError> {
-        self.cluster.topics.get_or_create(&record.topic)?.append(&record)
+        self.cluster
+            .topics
+            .get_or_create(&record.topic)?
+            .append(&record)
     }
 }
 
@@ -238,7 +241,12 @@ impl MemoryBroker {
 
     /// The offset the next record of a partition will get (`None` if it does not exist).
     pub fn end_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        Some(self.cluster().topics.partition(topic, partition)?.end_offset())
+        Some(
+            self.cluster()
+                .topics
+                .partition(topic, partition)?
+                .end_offset(),
+        )
     }
 
     /// Number of partitions of a topic, if it exists.
