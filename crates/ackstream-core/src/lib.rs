@@ -7,7 +7,7 @@
 //!
 //! The acknowledgement contract lives in three places, each small:
 //! - [`tracker`]: the commit rule (commit only the finished prefix of each partition);
-//! - [`settle`] (private) and [`KafkaMessage`]: first settle wins, stores offsets, asks for rewinds;
+//! - `settle` (private) and [`KafkaMessage`]: first settle wins, stores offsets, asks for rewinds;
 //! - the runtime (private): applies the [`AckPolicy`] around each handler call, drains and
 //!   commits on revoke and shutdown.
 

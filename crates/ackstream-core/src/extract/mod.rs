@@ -1,7 +1,7 @@
 //! Extractors: how a handler's arguments are taken from a message, the axum way.
 //!
 //! Every argument of a handler implements [`FromMessage`]. Metadata: the message handle
-//! [`KafkaMessage`](crate::KafkaMessage), [`Key`], [`Headers`](crate::Headers), [`State`],
+//! [`KafkaMessage`], [`Key`], [`Headers`](crate::Headers), [`State`],
 //! [`Attempt`]. Payload: `String`, `Bytes`, `Vec<u8>`, `Json<T>`. When extraction fails the
 //! handler is not called; the record fails with a decode error and the ack policy decides (see
 //! [`AckPolicy`](crate::AckPolicy)).
