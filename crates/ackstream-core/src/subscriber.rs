@@ -172,6 +172,17 @@ impl<B: Backend> SubscriberBuilder<B> {
         self
     }
 
+    /// How long the group waits for a silent member before reassigning its partitions
+    /// (Kafka's `session.timeout.ms`; the in-memory broker has no sessions).
+    pub fn session_timeout(self, timeout: std::time::Duration) -> Self {
+        self.config("session.timeout.ms", timeout.as_millis().to_string())
+    }
+
+    /// How often the member tells the group it is alive (Kafka's `heartbeat.interval.ms`).
+    pub fn heartbeat_interval(self, interval: std::time::Duration) -> Self {
+        self.config("heartbeat.interval.ms", interval.as_millis().to_string())
+    }
+
     /// A backend setting passed through as given (for Kafka, any librdkafka consumer setting,
     /// e.g. `session.timeout.ms`).
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

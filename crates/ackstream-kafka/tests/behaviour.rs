@@ -4,6 +4,8 @@
 //! Ignored by a plain `cargo test`, which has no broker; `scripts/test` starts one and runs
 //! these with `--include-ignored`.
 
+use std::time::Duration;
+
 use ackstream::Broker;
 use ackstream::SubscriberBuilder;
 use ackstream_kafka::{KafkaBackend, KafkaBroker};
@@ -32,7 +34,7 @@ impl Fixture for KafkaFixture {
     fn connect(&self) -> KafkaBroker {
         KafkaBroker::new(&self.bootstrap)
             // tests settle in milliseconds: commit as they happen
-            .commit_interval(std::time::Duration::from_millis(100))
+            .commit_interval(Duration::from_millis(100))
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
@@ -53,8 +55,8 @@ impl Fixture for KafkaFixture {
         // tansu takes about half the session timeout to complete a join
         broker
             .subscriber(topic)
-            .config("session.timeout.ms", "2000")
-            .config("heartbeat.interval.ms", "500")
+            .session_timeout(Duration::from_millis(2000))
+            .heartbeat_interval(Duration::from_millis(500))
     }
 }
 

@@ -166,3 +166,18 @@ fn policy_names_round_trip() {
     }
     assert!("sometimes".parse::<AckPolicy>().is_err());
 }
+
+#[test]
+fn group_timeouts_become_backend_settings() {
+    let config = MemoryBroker::new()
+        .subscriber("t")
+        .group_id("g")
+        .session_timeout(std::time::Duration::from_secs(2))
+        .heartbeat_interval(std::time::Duration::from_millis(500))
+        .config("fetch.min.bytes", "1")
+        .build_config()
+        .unwrap();
+    assert_eq!(config.setting("session.timeout.ms"), Some("2000"));
+    assert_eq!(config.setting("heartbeat.interval.ms"), Some("500"));
+    assert_eq!(config.setting("fetch.min.bytes"), Some("1"));
+}
