@@ -233,7 +233,10 @@ impl KafkaConsumer {
         if let Some(c) = &self.consumer {
             lock(&c.context().events).take();
         }
+        // Close, then drop what is queued: a revoke waiting in the poll thread for its ack is
+        // released when the ack is dropped, and sends after `close` fail instead of waiting.
         self.events.close();
+        while self.events.try_recv().is_ok() {}
         self.stop.store(true, Ordering::Release);
         if let Some(c) = self.committer.take() {
             c.abort();
