@@ -154,21 +154,29 @@ async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
     }
 }
 
-const COMMIT_ATTEMPTS: u32 = 5;
+/// How long a synchronous commit keeps retrying: long enough to outlast a group's rebalance
+/// (during which brokers may answer REBALANCE_IN_PROGRESS), short of a rebalance timeout.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Synchronous commit with retries. A commit that keeps failing is logged, never reported as
 /// done; the offsets stay stored, so a later commit (or the next owner) picks them up.
 async fn commit(offsets: &dyn OffsetStore) {
+    let deadline = Instant::now() + COMMIT_PATIENCE;
     let mut backoff = Duration::from_millis(50);
-    for attempt in 1..=COMMIT_ATTEMPTS {
+    let mut attempt = 1;
+    loop {
         match offsets.commit().await {
             Ok(()) => return,
-            Err(e) if attempt < COMMIT_ATTEMPTS => {
+            Err(e) if Instant::now() + backoff < deadline => {
                 tracing::warn!(error = %e, attempt, "commit failed; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                attempt += 1;
             }
-            Err(e) => tracing::error!(error = %e, "commit failed; giving up for now"),
+            Err(e) => {
+                tracing::error!(error = %e, attempt, "commit failed; giving up for now");
+                return;
+            }
         }
     }
 }
