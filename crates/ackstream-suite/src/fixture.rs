@@ -30,6 +30,13 @@ pub trait Fixture: Send + Sync + 'static {
         partition: i32,
     ) -> impl Future<Output = Option<i64>> + Send;
 
+    /// Whether the broker accepts a member's commit while the group is rebalancing (Kafka and
+    /// the in-memory broker do; librdkafka's mock cluster answers REBALANCE_IN_PROGRESS for a
+    /// while). Scenarios that commit right after a member left check the commit only if so.
+    fn accepts_commits_while_rebalancing(&self) -> bool {
+        true
+    }
+
     /// A subscriber with the settings this broker needs in tests (e.g. short session timeouts).
     fn subscriber(
         &self,

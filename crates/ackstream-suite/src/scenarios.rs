@@ -214,7 +214,9 @@ pub async fn nack_redelivers_to_another_group_member<F: Fixture>(fx: &F) {
         0,
         "the first member never finished it"
     );
-    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
+    if fx.accepts_commits_while_rebalancing() {
+        assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
+    }
 }
 
 /// Two members of one group split the partitions between them; each record is handled once.
