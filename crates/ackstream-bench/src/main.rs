@@ -8,7 +8,8 @@
 //! ```
 //! POLICY: `raw` (plain rdkafka loop: `store_offset` per record, auto commit: the physical
 //! baseline), `ack_first`, `ack`, `nack_on_error`, `manual` (the handler calls `msg.ack()`).
-//! Every variant consumes the N records of T from the earliest offset in a fresh consumer group
+//! Every variant consumes the N records of T (N as given to `--produce`, which spreads them
+//! round-robin over the partitions) from the earliest offset in a fresh consumer group
 //! and decodes each as JSON into a small struct. After the N-th record the group's committed
 //! offsets are checked to have reached the end of every partition (a synchronous commit at
 //! shutdown makes this hold for every policy, `ack_first` included). The last line printed is
