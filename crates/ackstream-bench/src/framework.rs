@@ -34,7 +34,9 @@ impl Progress {
     fn new(count: u64, partitions: i32) -> Self {
         let p = partitions as u64;
         Self {
-            share: (0..p).map(|i| count / p + u64::from(i < count % p)).collect(),
+            share: (0..p)
+                .map(|i| count / p + u64::from(i < count % p))
+                .collect(),
             seen: (0..p).map(|_| Padded::default()).collect(),
             partitions_done: AtomicU64::new(0),
             first: OnceLock::new(),
