@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+mod support;
+
 use ackstream::Broker;
 use ackstream::SubscriberBuilder;
 use ackstream_kafka::{KafkaBackend, KafkaBroker};
@@ -32,9 +34,7 @@ impl Fixture for KafkaFixture {
     }
 
     fn connect(&self) -> KafkaBroker {
-        KafkaBroker::new(&self.bootstrap)
-            // tests settle in milliseconds: commit as they happen
-            .commit_interval(Duration::from_millis(100))
+        support::test_broker(&self.bootstrap)
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
@@ -45,10 +45,7 @@ impl Fixture for KafkaFixture {
     }
 
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.connect()
-            .committed_offset(group, topic, partition)
-            .await
-            .expect("read committed offset")
+        support::committed(&self.bootstrap, group, topic, partition).await
     }
 
     fn subscriber(&self, broker: &KafkaBroker, topic: &str) -> SubscriberBuilder<KafkaBackend> {

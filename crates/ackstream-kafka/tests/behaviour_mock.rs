@@ -31,6 +31,8 @@
 
 use std::sync::OnceLock;
 
+mod support;
+
 use ackstream::Broker;
 use ackstream::SubscriberBuilder;
 use ackstream_kafka::{KafkaBackend, KafkaBroker};
@@ -73,9 +75,7 @@ impl Fixture for MockFixture {
     }
 
     fn connect(&self) -> KafkaBroker {
-        KafkaBroker::new(&self.bootstrap)
-            // tests settle in milliseconds: commit as they happen
-            .commit_interval(std::time::Duration::from_millis(100))
+        support::test_broker(&self.bootstrap)
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) {
@@ -89,10 +89,7 @@ impl Fixture for MockFixture {
     }
 
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.connect()
-            .committed_offset(group, topic, partition)
-            .await
-            .expect("read committed offset")
+        support::committed(&self.bootstrap, group, topic, partition).await
     }
 
     fn accepts_commits_while_rebalancing(&self) -> bool {
@@ -102,8 +99,8 @@ impl Fixture for MockFixture {
     fn subscriber(&self, broker: &KafkaBroker, topic: &str) -> SubscriberBuilder<KafkaBackend> {
         broker
             .subscriber(topic)
-            .config("session.timeout.ms", "4000")
-            .config("heartbeat.interval.ms", "1000")
+            .session_timeout(std::time::Duration::from_millis(4000))
+            .heartbeat_interval(std::time::Duration::from_millis(1000))
     }
 }
 
