@@ -96,10 +96,9 @@ pub trait PartitionFeed: Send + 'static {
 
 /// Takes committable offsets and commits them.
 pub trait OffsetStore: Send + Sync + 'static {
-    /// Notes that `tp` may be committed up to `offset` (the next record to read). Called on the
-    /// hot path each time a partition's finished prefix moves: must be cheap; the backend
-    /// coalesces the actual commits.
-    fn store(&self, tp: &TopicPartition, offset: i64);
+    /// The handle through which the runtime stores one assigned partition's committable
+    /// offsets. Taken once per assignment, so the per-record path needs no lookup.
+    fn partition(&self, tp: &TopicPartition) -> Arc<dyn PartitionOffset>;
 
     /// Commits everything stored so far and waits for the broker's confirmation.
     fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>>;
@@ -109,13 +108,33 @@ pub trait OffsetStore: Send + Sync + 'static {
     fn release(&self, _partitions: &[TopicPartition]) {}
 }
 
+/// One partition's committable offset, as the runtime moves it.
+pub trait PartitionOffset: Send + Sync + 'static {
+    /// Notes that the partition may be committed up to `offset` (the next record to read).
+    /// Called on the hot path each time the finished prefix moves, with increasing offsets:
+    /// must be cheap; the backend coalesces the actual commits.
+    fn store(&self, offset: i64);
+}
+
+impl std::fmt::Debug for dyn PartitionOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartitionOffset")
+    }
+}
+
 /// An offset store that commits nothing: for consumers without a group.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoCommit;
 
 impl OffsetStore for NoCommit {
-    fn store(&self, _: &TopicPartition, _: i64) {}
+    fn partition(&self, _: &TopicPartition) -> Arc<dyn PartitionOffset> {
+        Arc::new(NoCommit)
+    }
     fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async { Ok(()) })
     }
+}
+
+impl PartitionOffset for NoCommit {
+    fn store(&self, _: i64) {}
 }

@@ -58,6 +58,28 @@ impl KafkaMessage {
         }))
     }
 
+    /// A message for the next delivery, reusing `spare`'s allocation when nothing else holds
+    /// it any more (the common case: the handler did not keep its message).
+    pub(crate) fn renew(
+        spare: Option<Self>,
+        record: Record,
+        id: DeliveryId,
+        attempt: u32,
+        partition: &Arc<PartitionContext>,
+    ) -> Self {
+        if let Some(mut msg) = spare
+            && let Some(d) = Arc::get_mut(&mut msg.0)
+            && Arc::ptr_eq(&d.partition, partition)
+        {
+            d.record = record;
+            d.id = id;
+            d.attempt = attempt;
+            *d.settled.get_mut() = false;
+            return msg;
+        }
+        Self::new(record, id, attempt, partition.clone())
+    }
+
     /// The record.
     pub fn record(&self) -> &Record {
         &self.0.record

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::backend::OffsetStore;
+use crate::backend::{OffsetStore, PartitionOffset};
 use crate::event::{Event, Observer};
 use crate::interrupt::Disposition;
 use crate::record::TopicPartition;
@@ -58,6 +58,8 @@ pub(crate) struct PartitionContext {
     /// Set with a pending rewind, so the partition task checks it without locking.
     rewind_pending: AtomicBool,
     offsets: Arc<dyn OffsetStore>,
+    /// This partition's slot in `offsets`, taken once so stores need no lookup.
+    offset: Arc<dyn PartitionOffset>,
     pub(crate) config: Arc<SettleConfig>,
 }
 
@@ -79,6 +81,7 @@ impl PartitionContext {
         } else {
             OffsetTracker::new()
         };
+        let offset = offsets.partition(&tp);
         Self {
             tp,
             ledger: Mutex::new(Ledger {
@@ -87,6 +90,7 @@ impl PartitionContext {
             }),
             rewind_signal: Notify::new(),
             rewind_pending: AtomicBool::new(false),
+            offset,
             offsets,
             config,
         }
@@ -177,7 +181,7 @@ impl PartitionContext {
                 Ok(finished) => {
                     if let Some(position) = finished.advanced_to {
                         // Stored under the lock so stores of one partition are monotonic.
-                        self.offsets.store(&self.tp, position);
+                        self.offset.store(position);
                         self.emit(|| Event::OffsetStored {
                             tp: self.tp.clone(),
                             offset: position,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ackstream_core::backend::PartitionFeed;
 use ackstream_core::{BackendError, Header, Record, TopicPartition};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -16,6 +16,33 @@ use tokio::sync::Notify;
 use crate::consumer::{DriverContext, RdConsumer};
 
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Payloads and keys are copied out of librdkafka into shared chunks of this size, so most
+/// records cost no allocation of their own. A chunk is freed once every record copied into it
+/// is dropped.
+const CHUNK: usize = 64 * 1024;
+/// Values larger than this get their own allocation rather than a chunk.
+const CHUNK_MAX_VALUE: usize = 4 * 1024;
+
+/// Copies record values into shared chunks (see [`CHUNK`]).
+#[derive(Debug, Default)]
+struct Chunks(BytesMut);
+
+impl Chunks {
+    fn copy(&mut self, value: &[u8]) -> Bytes {
+        if value.is_empty() {
+            return Bytes::new();
+        }
+        if value.len() > CHUNK_MAX_VALUE {
+            return Bytes::copy_from_slice(value);
+        }
+        if self.0.capacity() - self.0.len() < value.len() {
+            self.0 = BytesMut::with_capacity(CHUNK);
+        }
+        self.0.extend_from_slice(value);
+        self.0.split().freeze()
+    }
+}
 
 /// Wakes a feed when its queue fills, and tells it to rewind if one of its records was found
 /// on the consumer's main queue (which would otherwise be skipped).
@@ -52,6 +79,7 @@ pub struct KafkaFeed {
     queue: PartitionQueue<DriverContext>,
     signal: Arc<FeedSignal>,
     consumer: Arc<RdConsumer>,
+    chunks: Chunks,
 }
 
 impl std::fmt::Debug for KafkaFeed {
@@ -77,11 +105,12 @@ impl KafkaFeed {
             queue,
             signal: signal.clone(),
             consumer: consumer.clone(),
+            chunks: Chunks::default(),
         };
         Some((feed, signal))
     }
 
-    fn record(&self, m: &BorrowedMessage<'_>) -> Record {
+    fn record(tp: &TopicPartition, chunks: &mut Chunks, m: &BorrowedMessage<'_>) -> Record {
         let headers = m
             .headers()
             .map(|hs| {
@@ -94,13 +123,13 @@ impl KafkaFeed {
             })
             .unwrap_or_default();
         Record {
-            topic: self.tp.topic.clone(),
-            partition: self.tp.partition,
+            topic: tp.topic.clone(),
+            partition: tp.partition,
             offset: m.offset(),
-            key: m.key().map(Bytes::copy_from_slice),
+            key: m.key().map(|k| chunks.copy(k)),
             headers,
             timestamp: m.timestamp().to_millis(),
-            payload: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+            payload: m.payload().map(|p| chunks.copy(p)).unwrap_or_default(),
         }
     }
 }
@@ -118,7 +147,7 @@ impl PartitionFeed for KafkaFeed {
                 tracing::error!(tp = %self.tp, offset, error = %e, "cannot rewind after a misrouted record");
             }
             match self.queue.poll(Duration::ZERO) {
-                Some(Ok(m)) => return Some(self.record(&m)),
+                Some(Ok(m)) => return Some(Self::record(&self.tp, &mut self.chunks, &m)),
                 Some(Err(e)) => {
                     tracing::warn!(tp = %self.tp, error = %e, "consume error");
                 }

@@ -1,13 +1,14 @@
-//! Coalesced commits: the runtime stores committable offsets here on every move; they reach
-//! Kafka in one asynchronous commit per interval (or per `commit_batch` moves), and in a
-//! synchronous commit on revoke and shutdown. A commit that fails leaves its offsets marked for
-//! the next one, so a failure is retried and never taken for success.
+//! Coalesced commits: the runtime stores committable offsets here on every move (one slot per
+//! assigned partition, a lock-free store); they reach Kafka in one asynchronous commit per
+//! interval (or per `commit_batch` moves of a partition), and in a synchronous commit on revoke
+//! and shutdown. A commit that fails leaves its offsets marked for the next one, so a failure is
+//! retried and never taken for success.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use ackstream_core::backend::OffsetStore;
+use ackstream_core::backend::{OffsetStore, PartitionOffset};
 use ackstream_core::{BackendError, TopicPartition};
 use futures_util::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -17,56 +18,53 @@ use tokio::sync::Notify;
 
 use crate::consumer::RdConsumer;
 
-/// FNV-1a: partitions are few and keys are trusted, so a cheap hash beats SipHash on the
-/// per-record store path.
-#[derive(Debug, Default, Clone, Copy)]
-struct Fnv(u64);
+/// No offset stored yet.
+const NONE: i64 = -1;
 
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+/// One partition's latest committable offset. Written by its partition's settles (a plain
+/// atomic store: no lock, no cache line shared with other partitions), read by the committer.
+#[derive(Debug)]
+struct Slot {
+    offset: AtomicI64,
+    /// Moves since the last commit took this slot.
+    moves: AtomicUsize,
+    batch: usize,
+    batch_full: Arc<Notify>,
+}
+
+impl PartitionOffset for Slot {
+    fn store(&self, offset: i64) {
+        self.offset.store(offset, Ordering::Release);
+        if self.moves.fetch_add(1, Ordering::Relaxed) + 1 == self.batch {
+            self.batch_full.notify_one();
         }
-        self.0 = h;
     }
 }
 
-type Slots = HashMap<TopicPartition, Slot, std::hash::BuildHasherDefault<Fnv>>;
-
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    offset: i64,
-    dirty: bool,
+#[derive(Debug)]
+struct Entry {
+    slot: Arc<Slot>,
+    /// The offset last handed to a commit (`NONE` after a failure, so it is sent again).
+    sent: i64,
 }
 
 /// The committable offsets of one consumer.
 #[derive(Debug)]
 pub(crate) struct KafkaOffsets {
     consumer: OnceLock<Weak<RdConsumer>>,
-    slots: Mutex<Slots>,
-    moves: AtomicUsize,
+    entries: Mutex<HashMap<TopicPartition, Entry>>,
     batch: usize,
-    /// Woken when `batch` moves accumulated.
-    pub(crate) batch_full: Notify,
+    /// Woken when one partition accumulated `batch` moves.
+    pub(crate) batch_full: Arc<Notify>,
 }
 
 impl KafkaOffsets {
     pub(crate) fn new(batch: usize) -> Self {
         Self {
             consumer: OnceLock::new(),
-            slots: Mutex::new(Slots::default()),
-            moves: AtomicUsize::new(0),
+            entries: Mutex::new(HashMap::new()),
             batch,
-            batch_full: Notify::new(),
+            batch_full: Arc::new(Notify::new()),
         }
     }
 
@@ -74,35 +72,34 @@ impl KafkaOffsets {
         let _ = self.consumer.set(Arc::downgrade(consumer));
     }
 
-    fn slots(&self) -> MutexGuard<'_, Slots> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    fn entries(&self) -> MutexGuard<'_, HashMap<TopicPartition, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The offsets to commit (dirty ones, or all), marked clean.
+    /// The offsets to commit (moved ones, or all), marked sent.
     fn take(&self, all: bool) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
-        let mut slots = self.slots();
-        for (tp, slot) in slots.iter_mut() {
-            if all || slot.dirty {
-                slot.dirty = false;
-                let _ =
-                    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(slot.offset));
+        for (tp, entry) in self.entries().iter_mut() {
+            entry.slot.moves.store(0, Ordering::Relaxed);
+            let offset = entry.slot.offset.load(Ordering::Acquire);
+            if offset != NONE && (all || offset != entry.sent) {
+                entry.sent = offset;
+                let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset));
             }
         }
-        self.moves.store(0, Ordering::Relaxed);
         tpl
     }
 
     /// Marks the offsets of a failed commit for the next commit (unless they moved meanwhile,
-    /// in which case they are dirty already).
+    /// in which case they are sent anyway).
     fn mark_failed(&self, tpl: &TopicPartitionList) {
-        let mut slots = self.slots();
+        let mut entries = self.entries();
         for e in tpl.elements() {
             if let Offset::Offset(o) = e.offset()
-                && let Some(slot) = slots.get_mut(&TopicPartition::new(e.topic(), e.partition()))
-                && slot.offset == o
+                && let Some(entry) = entries.get_mut(&TopicPartition::new(e.topic(), e.partition()))
+                && entry.sent == o
             {
-                slot.dirty = true;
+                entry.sent = NONE;
             }
         }
     }
@@ -151,30 +148,21 @@ impl KafkaOffsets {
 }
 
 impl OffsetStore for KafkaOffsets {
-    fn store(&self, tp: &TopicPartition, offset: i64) {
-        {
-            let mut slots = self.slots();
-            match slots.get_mut(tp) {
-                Some(slot) => {
-                    *slot = Slot {
-                        offset,
-                        dirty: true,
-                    }
-                }
-                None => {
-                    slots.insert(
-                        tp.clone(),
-                        Slot {
-                            offset,
-                            dirty: true,
-                        },
-                    );
-                }
-            }
-        }
-        if self.moves.fetch_add(1, Ordering::Relaxed) + 1 == self.batch {
-            self.batch_full.notify_one();
-        }
+    fn partition(&self, tp: &TopicPartition) -> Arc<dyn PartitionOffset> {
+        let slot = Arc::new(Slot {
+            offset: AtomicI64::new(NONE),
+            moves: AtomicUsize::new(0),
+            batch: self.batch,
+            batch_full: self.batch_full.clone(),
+        });
+        let entry = Entry {
+            slot: slot.clone(),
+            sent: NONE,
+        };
+        // A partition assigned again gets a fresh slot: nothing stored during its previous
+        // assignment is committed on its behalf.
+        self.entries().insert(tp.clone(), entry);
+        slot
     }
 
     fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
@@ -182,9 +170,9 @@ impl OffsetStore for KafkaOffsets {
     }
 
     fn release(&self, partitions: &[TopicPartition]) {
-        let mut slots = self.slots();
+        let mut entries = self.entries();
         for tp in partitions {
-            slots.remove(tp);
+            entries.remove(tp);
         }
     }
 }

@@ -26,6 +26,8 @@ pub(super) async fn run<F, H, T>(
     F: PartitionFeed,
     H: Handler<T>,
 {
+    // The previous delivery's message, recycled for the next one when the handler let go of it.
+    let mut spare: Option<KafkaMessage> = None;
     loop {
         if let Some(rewind) = ctx.take_rewind() {
             if let Some(delay) = rewind.delay {
@@ -64,13 +66,18 @@ pub(super) async fn run<F, H, T>(
                 continue;
             }
         };
-        let msg = KafkaMessage::new(record, delivered.id, delivered.attempt, ctx.clone());
+        let msg = KafkaMessage::renew(spare.take(), record, delivered.id, delivered.attempt, &ctx);
         ctx.emit(|| Event::Delivered {
             tp: ctx.tp.clone(),
             offset: msg.offset(),
             attempt: delivered.attempt,
         });
         policy::process(&msg, &handler, &state, &config).await;
+        spare = Some(msg);
+        // The fast path above never yields on its own: take part in tokio's cooperative
+        // budget, so the partitions sharing a worker thread take turns and an idle worker can
+        // steal them.
+        tokio::task::coop::consume_budget().await;
     }
 }
 

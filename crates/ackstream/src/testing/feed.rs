@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ackstream_core::backend::{Consumer, ConsumerEvent, OffsetStore, PartitionFeed};
+use ackstream_core::backend::{
+    Consumer, ConsumerEvent, OffsetStore, PartitionFeed, PartitionOffset,
+};
 use ackstream_core::{BackendError, Record, TopicPartition};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
@@ -147,13 +149,32 @@ pub(super) struct GroupOffsets {
 }
 
 impl OffsetStore for GroupOffsets {
-    fn store(&self, tp: &TopicPartition, offset: i64) {
-        if !self.group.commit(self.member, tp, offset) {
-            tracing::warn!(%tp, offset, "commit refused: partition no longer owned by this member");
-        }
+    fn partition(&self, tp: &TopicPartition) -> Arc<dyn PartitionOffset> {
+        Arc::new(MemberPartition {
+            group: self.group.clone(),
+            member: self.member,
+            tp: tp.clone(),
+        })
     }
 
     fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// One partition of a group member: every store is a commit, fenced by ownership.
+#[derive(Debug)]
+struct MemberPartition {
+    group: Arc<Group>,
+    member: u64,
+    tp: TopicPartition,
+}
+
+impl PartitionOffset for MemberPartition {
+    fn store(&self, offset: i64) {
+        if !self.group.commit(self.member, &self.tp, offset) {
+            let tp = &self.tp;
+            tracing::warn!(%tp, offset, "commit refused: partition no longer owned by this member");
+        }
     }
 }
