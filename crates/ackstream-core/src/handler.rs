@@ -33,7 +33,7 @@ use crate::state::StateMap;
     message = "`{Self}` is not an ackstream handler",
     label = "not a handler: check each argument and the return type",
     note = "a handler is an async fn of up to 12 arguments, each an extractor (String, Bytes, \
-            Vec<u8>, Json<T>, KafkaMessage, Key, Headers, State<T>, Attempt, or a type \
+            Vec<u8>, Json<T>, KafkaMessage, Key, Headers, State<T>, Attempt, Partition, Offset, or a type \
             implementing FromMessage), returning () or Result<(), E> with E: Into<HandlerError>"
 )]
 pub trait Handler<T>: Clone + Send + Sync + 'static {
@@ -45,6 +45,9 @@ pub trait Handler<T>: Clone + Send + Sync + 'static {
 
     /// Checks before anything is consumed that every argument can be extracted.
     fn check(state: &StateMap) -> Result<(), ConfigError>;
+
+    /// Whether any argument reads the record's headers (see [`FromMessage::READS_HEADERS`]).
+    const READS_HEADERS: bool;
 }
 
 pin_project! {
@@ -115,6 +118,8 @@ where
 {
     type Future = HandlerFuture<Fut>;
 
+    const READS_HEADERS: bool = false;
+
     fn call(&self, _: &KafkaMessage, _: &StateMap) -> Self::Future {
         HandlerFuture::running(self())
     }
@@ -137,6 +142,8 @@ macro_rules! impl_handler {
             $last: FromMessage + Send + 'static,
         {
             type Future = HandlerFuture<Fut>;
+
+            const READS_HEADERS: bool = $( $ty::READS_HEADERS || )* $last::READS_HEADERS;
 
             fn call(&self, msg: &KafkaMessage, state: &StateMap) -> Self::Future {
                 $(
@@ -161,3 +168,28 @@ macro_rules! impl_handler {
 }
 
 all_the_tuples!(impl_handler);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::{Attempt, Key, Offset, Partition};
+    use crate::record::Headers;
+    use bytes::Bytes;
+
+    fn reads_headers<T, H: Handler<T>>(_: H) -> bool {
+        H::READS_HEADERS
+    }
+
+    #[test]
+    fn a_handler_reads_headers_only_if_one_of_its_arguments_may() {
+        assert!(!reads_headers(|| async {}));
+        assert!(!reads_headers(|_: String| async {}));
+        assert!(!reads_headers(
+            |_: Bytes, _: Key, _: Attempt, _: Partition, _: Offset| async {}
+        ));
+        assert!(reads_headers(|_: String, _: Headers| async {}));
+        // The message handle gives access to the headers.
+        assert!(reads_headers(|_: KafkaMessage| async {}));
+        assert!(reads_headers(|_: Vec<u8>, _: KafkaMessage, _: Key| async {}));
+    }
+}

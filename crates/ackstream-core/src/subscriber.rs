@@ -49,6 +49,8 @@ pub struct SubscriberConfig {
     pub manual_cumulative: bool,
     /// Backend settings passed through as given (for Kafka: librdkafka configuration).
     pub settings: Vec<(String, String)>,
+    /// Whether the handler reads record headers; a backend may skip decoding them if not.
+    pub reads_headers: bool,
 }
 
 impl SubscriberConfig {
@@ -246,12 +248,14 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_decode_attempts: self.max_decode_attempts,
             manual_cumulative: self.manual_cumulative,
             settings: self.settings.clone(),
+            reads_headers: true,
         })
     }
 
     /// Registers `handler` for this subscriber, or returns why the settings cannot work.
     pub fn try_handle<T: 'static, H: Handler<T>>(self, handler: H) -> Result<(), ConfigError> {
-        let config = self.build_config()?;
+        let mut config = self.build_config()?;
+        config.reads_headers = H::READS_HEADERS;
         self.core.register(Arc::new(HandlerSubscription {
             config: Arc::new(config),
             handler,

@@ -1,9 +1,10 @@
-//! The consumer driver: one librdkafka consumer per subscriber, a thread serving its main queue
-//! (rebalance and commit callbacks), a committer task, and a feed per assigned partition.
+//! The consumer driver: one librdkafka consumer per subscriber, its poll thread (records,
+//! rebalance and commit callbacks, seeks: see [`poller`](crate::poller)), a committer task, and
+//! a feed per assigned partition.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,13 +17,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::broker::Settings;
-use crate::feed::{FeedSignal, KafkaFeed};
+use crate::feed::KafkaFeed;
+use crate::inbox::Inbox;
 use crate::offsets::KafkaOffsets;
+use crate::poller::{Poller, Requests};
 
 pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
 type EventSender = mpsc::UnboundedSender<ConsumerEvent<KafkaFeed>>;
 
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -31,11 +33,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// librdkafka callbacks, run on the poll thread.
 pub(crate) struct DriverContext {
-    me: OnceLock<Weak<RdConsumer>>,
     /// `None` once the consumer is closing: revokes then complete without waiting.
     events: Mutex<Option<EventSender>>,
     offsets: Arc<KafkaOffsets>,
-    signals: Mutex<HashMap<TopicPartition, Arc<FeedSignal>>>,
+    inboxes: Mutex<HashMap<TopicPartition, Arc<Inbox>>>,
+    /// Bumped on every assignment change, so the poll thread knows its cached inbox is stale.
+    generation: AtomicU64,
+    requests: Arc<Requests>,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -72,27 +76,28 @@ impl DriverContext {
         lock(&self.events).clone()
     }
 
-    /// Splits each new partition into its own queue before librdkafka starts fetching it, and
-    /// hands the feeds to the runtime.
+    /// Opens an inbox per new partition and hands their feeds to the runtime.
     fn assigned(&self, tpl: &TopicPartitionList) {
-        let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        let feeds = self.split(&consumer, partitions(tpl));
+        let feeds = self.open(partitions(tpl));
         if let Some(events) = self.sender() {
             let _ = events.send(ConsumerEvent::Assigned(feeds));
         }
     }
 
-    fn split(&self, consumer: &Arc<RdConsumer>, tps: Vec<TopicPartition>) -> Vec<KafkaFeed> {
-        let mut signals = lock(&self.signals);
-        tps.into_iter()
-            .filter_map(|tp| {
-                let (feed, signal) = KafkaFeed::split(consumer, tp.clone())?;
-                signals.insert(tp, signal);
-                Some(feed)
+    fn open(&self, tps: Vec<TopicPartition>) -> Vec<KafkaFeed> {
+        let mut inboxes = lock(&self.inboxes);
+        let feeds = tps
+            .into_iter()
+            .map(|tp| {
+                let inbox = Arc::new(Inbox::new(tp.clone()));
+                if let Some(old) = inboxes.insert(tp, inbox.clone()) {
+                    old.close();
+                }
+                KafkaFeed::new(inbox, self.requests.clone())
             })
-            .collect()
+            .collect();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        feeds
     }
 
     /// Blocks the rebalance until the runtime has drained the partitions and committed.
@@ -107,20 +112,25 @@ impl DriverContext {
                 let _ = done.blocking_recv();
             }
         }
-        let mut signals = lock(&self.signals);
+        let mut inboxes = lock(&self.inboxes);
         for tp in &tps {
-            signals.remove(tp);
+            if let Some(inbox) = inboxes.remove(tp) {
+                inbox.close();
+            }
         }
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A record arrived on the main queue instead of its partition's queue: have the feed
-    /// rewind to it so it is not skipped.
-    fn misrouted(&self, topic: &str, partition: i32, offset: i64) {
-        let tp = TopicPartition::new(topic, partition);
-        match lock(&self.signals).get(&tp) {
-            Some(signal) => signal.resync_at(offset),
-            None => tracing::warn!(%tp, offset, "record for an unassigned partition ignored"),
-        }
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The inbox of an assigned partition.
+    pub(crate) fn inbox(&self, topic: &str, partition: i32) -> Option<Arc<Inbox>> {
+        lock(&self.inboxes)
+            .values()
+            .find(|i| i.tp.partition == partition && *i.tp.topic == *topic)
+            .cloned()
     }
 }
 
@@ -154,24 +164,25 @@ impl KafkaConsumer {
             ("enable.auto.offset.store".into(), "false".into()),
             ("auto.offset.reset".into(), reset.into()),
         ];
-        if let Some(group) = &config.group_id {
-            overrides.push(("group.id".into(), group.clone()));
-        }
+        // librdkafka refuses `assign` without a group id, so a group-less consumer gets one it
+        // never joins (it does not subscribe) and never commits to.
+        let group = config.group_id.as_deref().unwrap_or("ackstream-no-group");
+        overrides.push(("group.id".into(), group.into()));
         overrides.extend(config.settings.iter().cloned());
         let (tx, rx) = mpsc::unbounded_channel();
         let offsets = Arc::new(KafkaOffsets::new(settings.commit_batch));
         let context = DriverContext {
-            me: OnceLock::new(),
             events: Mutex::new(Some(tx.clone())),
             offsets: offsets.clone(),
-            signals: Mutex::new(HashMap::new()),
+            inboxes: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            requests: Arc::new(Requests::default()),
         };
         let consumer: RdConsumer = settings
             .client_config(&overrides)
             .create_with_context(context)
             .map_err(|e| BackendError::with_source("cannot create Kafka consumer", e))?;
         let consumer = Arc::new(consumer);
-        let _ = consumer.context().me.set(Arc::downgrade(&consumer));
         offsets.attach(&consumer);
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -188,23 +199,15 @@ impl KafkaConsumer {
 
         let stop = Arc::new(AtomicBool::new(false));
         let poller = {
-            let (consumer, stop) = (consumer.clone(), stop.clone());
+            let poller = Poller::new(
+                consumer.clone(),
+                consumer.context().requests.clone(),
+                stop.clone(),
+                config.reads_headers,
+            );
             std::thread::Builder::new()
                 .name("ackstream-kafka-poll".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        match consumer.poll(POLL_INTERVAL) {
-                            Some(Ok(m)) => {
-                                use rdkafka::Message;
-                                consumer
-                                    .context()
-                                    .misrouted(m.topic(), m.partition(), m.offset());
-                            }
-                            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                            None => {}
-                        }
-                    }
-                })
+                .spawn(move || poller.run())
                 .map_err(|e| BackendError::with_source("cannot start poll thread", e))?
         };
         let committer = config.group_id.as_ref().map(|_| {
@@ -286,7 +289,7 @@ async fn assign_all(
     consumer
         .assign(&tpl)
         .map_err(|e| BackendError::with_source("cannot assign partitions", e))?;
-    let feeds = consumer.context().split(consumer, tps);
+    let feeds = consumer.context().open(tps);
     let _ = events.send(ConsumerEvent::Assigned(feeds));
     Ok(())
 }

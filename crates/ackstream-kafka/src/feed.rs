@@ -1,85 +1,22 @@
-//! One assigned partition: its own librdkafka queue, awaited without blocking a thread.
+//! One assigned partition's records, as the runtime reads them: taken from the partition's
+//! [`Inbox`](crate::inbox::Inbox), a batch at a time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use ackstream_core::backend::PartitionFeed;
-use ackstream_core::{BackendError, Header, Record, TopicPartition};
-use bytes::{Bytes, BytesMut};
-use rdkafka::Offset;
-use rdkafka::consumer::Consumer;
-use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
-use tokio::sync::Notify;
+use ackstream_core::{BackendError, Record, TopicPartition};
 
-use crate::consumer::{DriverContext, RdConsumer};
+use crate::inbox::Inbox;
+use crate::poller::{Request, Requests};
 
-const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Payloads and keys are copied out of librdkafka into shared chunks of this size, so most
-/// records cost no allocation of their own. A chunk is freed once every record copied into it
-/// is dropped.
-const CHUNK: usize = 64 * 1024;
-/// Values larger than this get their own allocation rather than a chunk.
-const CHUNK_MAX_VALUE: usize = 4 * 1024;
-
-/// Copies record values into shared chunks (see [`CHUNK`]).
-#[derive(Debug, Default)]
-struct Chunks(BytesMut);
-
-impl Chunks {
-    fn copy(&mut self, value: &[u8]) -> Bytes {
-        if value.is_empty() {
-            return Bytes::new();
-        }
-        if value.len() > CHUNK_MAX_VALUE {
-            return Bytes::copy_from_slice(value);
-        }
-        if self.0.capacity() - self.0.len() < value.len() {
-            self.0 = BytesMut::with_capacity(CHUNK);
-        }
-        self.0.extend_from_slice(value);
-        self.0.split().freeze()
-    }
-}
-
-/// Wakes a feed when its queue fills, and tells it to rewind if one of its records was found
-/// on the consumer's main queue (which would otherwise be skipped).
-#[derive(Debug, Default)]
-pub(crate) struct FeedSignal {
-    pub(crate) notify: Notify,
-    resync: Mutex<Option<i64>>,
-    /// Set with `resync`, so the hot path checks it without locking.
-    resync_pending: AtomicBool,
-}
-
-impl FeedSignal {
-    pub(crate) fn resync_at(&self, offset: i64) {
-        let mut r = self.resync.lock().unwrap_or_else(|p| p.into_inner());
-        *r = Some(r.map_or(offset, |o| o.min(offset)));
-        self.resync_pending.store(true, Ordering::Release);
-        drop(r);
-        self.notify.notify_one();
-    }
-
-    fn take_resync(&self) -> Option<i64> {
-        if !self.resync_pending.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut r = self.resync.lock().unwrap_or_else(|p| p.into_inner());
-        self.resync_pending.store(false, Ordering::Release);
-        r.take()
-    }
-}
-
-/// The records of one assigned partition, from its own librdkafka queue.
+/// The records of one assigned partition.
 pub struct KafkaFeed {
     tp: TopicPartition,
-    queue: PartitionQueue<DriverContext>,
-    signal: Arc<FeedSignal>,
-    consumer: Arc<RdConsumer>,
-    chunks: Chunks,
+    inbox: Arc<Inbox>,
+    requests: Arc<Requests>,
+    /// Records taken from the inbox, not yet returned.
+    taken: VecDeque<Record>,
 }
 
 impl std::fmt::Debug for KafkaFeed {
@@ -91,46 +28,28 @@ impl std::fmt::Debug for KafkaFeed {
 }
 
 impl KafkaFeed {
-    /// Splits the partition's messages off the main queue into their own.
-    pub(crate) fn split(
-        consumer: &Arc<RdConsumer>,
-        tp: TopicPartition,
-    ) -> Option<(Self, Arc<FeedSignal>)> {
-        let mut queue = consumer.split_partition_queue(&tp.topic, tp.partition)?;
-        let signal = Arc::new(FeedSignal::default());
-        let wake = signal.clone();
-        queue.set_nonempty_callback(move || wake.notify.notify_one());
-        let feed = Self {
-            tp,
-            queue,
-            signal: signal.clone(),
-            consumer: consumer.clone(),
-            chunks: Chunks::default(),
-        };
-        Some((feed, signal))
+    pub(crate) fn new(inbox: Arc<Inbox>, requests: Arc<Requests>) -> Self {
+        Self {
+            tp: inbox.tp.clone(),
+            inbox,
+            requests,
+            taken: VecDeque::new(),
+        }
     }
 
-    fn record(tp: &TopicPartition, chunks: &mut Chunks, m: &BorrowedMessage<'_>) -> Record {
-        let headers = m
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| Header {
-                        key: h.key.to_owned(),
-                        value: h.value.map(Bytes::copy_from_slice),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Record {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-            offset: m.offset(),
-            key: m.key().map(|k| chunks.copy(k)),
-            headers,
-            timestamp: m.timestamp().to_millis(),
-            payload: m.payload().map(|p| chunks.copy(p)).unwrap_or_default(),
+    /// Takes everything in the inbox; `false` if it is empty.
+    fn take(&mut self) -> Result<bool, ()> {
+        let mut state = self.inbox.state();
+        if state.records.is_empty() {
+            return if state.closed { Err(()) } else { Ok(false) };
         }
+        std::mem::swap(&mut state.records, &mut self.taken);
+        let resume = std::mem::take(&mut state.paused);
+        drop(state);
+        if resume {
+            self.requests.push(Request::Resume(self.inbox.clone()));
+        }
+        Ok(true)
     }
 }
 
@@ -141,30 +60,121 @@ impl PartitionFeed for KafkaFeed {
 
     async fn next(&mut self) -> Option<Record> {
         loop {
-            if let Some(offset) = self.signal.take_resync()
-                && let Err(e) = self.seek(offset)
-            {
-                tracing::error!(tp = %self.tp, offset, error = %e, "cannot rewind after a misrouted record");
+            if let Some(record) = self.taken.pop_front() {
+                return Some(record);
             }
-            match self.queue.poll(Duration::ZERO) {
-                Some(Ok(m)) => return Some(Self::record(&self.tp, &mut self.chunks, &m)),
-                Some(Err(e)) => {
-                    tracing::warn!(tp = %self.tp, error = %e, "consume error");
-                }
-                // The nonempty callback (or a permit it left) wakes us; no lost wake-ups.
-                None => self.signal.notify.notified().await,
+            match self.take() {
+                Ok(true) => {}
+                // The poll thread notifies after every hand-over (a permit is kept if we are
+                // not waiting yet), so no arrival is missed.
+                Ok(false) => self.inbox.arrived.notified().await,
+                Err(()) => return None,
             }
         }
     }
 
+    /// Drops what was fetched and asks the poll thread to seek; until it has, records it hands
+    /// over for this partition are dropped, so the next record returned is `offset`.
     fn seek(&mut self, offset: i64) -> Result<(), BackendError> {
-        self.consumer
-            .seek(
-                &self.tp.topic,
-                self.tp.partition,
-                Offset::Offset(offset),
-                SEEK_TIMEOUT,
-            )
-            .map_err(|e| BackendError::with_source(format!("seek {}@{offset}", self.tp), e))
+        self.taken.clear();
+        let mut state = self.inbox.state();
+        state.records.clear();
+        state.seek = Some(offset);
+        drop(state);
+        self.requests.push(Request::Seek(self.inbox.clone()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::{Handover, PAUSE_AT};
+    use futures_util::FutureExt;
+
+    fn record(offset: i64) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key: None,
+            headers: Default::default(),
+            timestamp: None,
+            payload: Default::default(),
+        }
+    }
+
+    fn feed() -> (KafkaFeed, Arc<Inbox>, Arc<Requests>) {
+        let inbox = Arc::new(Inbox::new(TopicPartition::new("t", 0)));
+        let requests = Arc::new(Requests::default());
+        (
+            KafkaFeed::new(inbox.clone(), requests.clone()),
+            inbox,
+            requests,
+        )
+    }
+
+    fn next_now(feed: &mut KafkaFeed) -> Option<Option<i64>> {
+        feed.next().now_or_never().map(|r| r.map(|r| r.offset))
+    }
+
+    #[test]
+    fn records_handed_over_come_out_in_order() {
+        let (mut feed, inbox, _) = feed();
+        assert_eq!(next_now(&mut feed), None, "empty inbox: the feed waits");
+        let mut batch = vec![record(0), record(1)];
+        assert_eq!(inbox.hand_over(&mut batch), Handover::Done);
+        assert!(batch.is_empty());
+        assert_eq!(next_now(&mut feed), Some(Some(0)));
+        assert_eq!(next_now(&mut feed), Some(Some(1)));
+        assert_eq!(next_now(&mut feed), None);
+    }
+
+    #[test]
+    fn a_full_inbox_pauses_and_taking_it_asks_for_a_resume() {
+        let (mut feed, inbox, requests) = feed();
+        let mut batch: Vec<Record> = (0..PAUSE_AT as i64 - 1).map(record).collect();
+        assert_eq!(inbox.hand_over(&mut batch), Handover::Done);
+        batch.push(record(PAUSE_AT as i64 - 1));
+        assert_eq!(inbox.hand_over(&mut batch), Handover::Pause);
+        batch.push(record(PAUSE_AT as i64));
+        assert_eq!(
+            inbox.hand_over(&mut batch),
+            Handover::Done,
+            "paused once, not again"
+        );
+        assert!(requests.take().is_empty());
+        assert_eq!(next_now(&mut feed), Some(Some(0)));
+        assert!(!inbox.state().paused);
+        assert!(matches!(requests.take().as_slice(), [Request::Resume(_)]));
+    }
+
+    #[test]
+    fn seek_drops_fetched_records_until_the_poll_thread_has_sought() {
+        let (mut feed, inbox, requests) = feed();
+        let mut batch = vec![record(5), record(6), record(7)];
+        inbox.hand_over(&mut batch);
+        assert_eq!(next_now(&mut feed), Some(Some(5)));
+        feed.seek(5).unwrap();
+        assert!(matches!(requests.take().as_slice(), [Request::Seek(_)]));
+        // Popped before the seek was done: dropped.
+        let mut stale = vec![record(8)];
+        inbox.hand_over(&mut stale);
+        assert_eq!(next_now(&mut feed), None);
+        // The poll thread seeks and clears the request; what follows is from the new position.
+        inbox.state().seek = None;
+        let mut fresh = vec![record(5)];
+        inbox.hand_over(&mut fresh);
+        assert_eq!(next_now(&mut feed), Some(Some(5)));
+    }
+
+    #[test]
+    fn a_closed_inbox_ends_the_feed_after_its_records() {
+        let (mut feed, inbox, _) = feed();
+        let mut batch = vec![record(0)];
+        inbox.hand_over(&mut batch);
+        inbox.close();
+        assert_eq!(next_now(&mut feed), Some(Some(0)));
+        assert_eq!(next_now(&mut feed), Some(None));
     }
 }

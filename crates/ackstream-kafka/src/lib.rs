@@ -27,8 +27,11 @@
 //!   of the partition are fetched again.
 //! - **rebalance**: on revoke, librdkafka's rebalance callback waits while the runtime stops the
 //!   revoked partitions, drains their handlers, and commits their finished prefix; only then is
-//!   the revoke completed. Each assigned partition has its own queue (librdkafka's partition
-//!   queues), so one slow partition does not stall the others.
+//!   the revoke completed.
+//! - **one reader**: a dedicated thread polls the librdkafka consumer (as librdkafka intends)
+//!   and hands records to per-partition inboxes; each partition's handlers run on the async
+//!   runtime, so one slow partition does not stall the others. A full inbox pauses its
+//!   partition at the consumer until the handlers catch up, so memory stays bounded.
 //! - Offsets are committed explicitly (`enable.auto.commit=false`); librdkafka's auto commit
 //!   would commit fetched-but-unprocessed records.
 //! - Keys are placed with the `murmur2_random` partitioner, as Java clients and the in-memory
@@ -38,7 +41,9 @@ mod admin;
 mod broker;
 mod consumer;
 mod feed;
+mod inbox;
 mod offsets;
+mod poller;
 mod producer;
 
 pub use broker::{DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, KafkaBackend, KafkaBroker};

@@ -30,6 +30,8 @@ macro_rules! behaviour_suite {
         $crate::__policy_tests!([$(#[$attr])*] $fixture, manual, Manual);
         $crate::__scenario_tests!([$(#[$attr])*] $fixture,
             ack_first_acks_before_the_handler_runs,
+            key_headers_and_position_reach_the_handler,
+            a_backlog_beyond_the_buffer_bound_is_handled_once_in_order,
             nack_on_error_commits_after_success_and_redelivers_after_error,
             manual_unsettled_record_holds_back_the_commit,
             nack_redelivers_to_another_group_member,

@@ -21,6 +21,8 @@ use crate::state::StateMap;
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromMessage for Json<T> {
+    const READS_HEADERS: bool = false;
+
     fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         serde_json::from_slice(msg.payload())
             .map(Json)

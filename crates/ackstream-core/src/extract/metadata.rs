@@ -1,4 +1,5 @@
-//! Metadata extractors: key, headers, attempt, the message handle and application state.
+//! Metadata extractors: key, headers, position, attempt, the message handle and application
+//! state.
 
 use std::any::type_name;
 
@@ -34,8 +35,41 @@ impl FromMessage for Headers {
 pub struct Key(pub Option<Bytes>);
 
 impl FromMessage for Key {
+    const READS_HEADERS: bool = false;
+
     fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         Ok(Key(msg.key().cloned()))
+    }
+}
+
+/// The record's partition.
+///
+/// ```
+/// use ackstream_core::extract::{Offset, Partition};
+/// async fn handler(Partition(partition): Partition, Offset(offset): Offset, body: String) {
+///     println!("{partition}@{offset}: {body}");
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partition(pub i32);
+
+impl FromMessage for Partition {
+    const READS_HEADERS: bool = false;
+
+    fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+        Ok(Partition(msg.partition()))
+    }
+}
+
+/// The record's offset within its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offset(pub i64);
+
+impl FromMessage for Offset {
+    const READS_HEADERS: bool = false;
+
+    fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
+        Ok(Offset(msg.offset()))
     }
 }
 
@@ -44,6 +78,8 @@ impl FromMessage for Key {
 pub struct Attempt(pub u32);
 
 impl FromMessage for Attempt {
+    const READS_HEADERS: bool = false;
+
     fn from_message(msg: &KafkaMessage, _: &StateMap) -> Result<Self, Rejection> {
         Ok(Attempt(msg.attempt()))
     }
@@ -63,6 +99,8 @@ impl FromMessage for Attempt {
 pub struct State<T>(pub T);
 
 impl<T: Clone + Send + Sync + 'static> FromMessage for State<T> {
+    const READS_HEADERS: bool = false;
+
     fn from_message(_: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection> {
         state
             .get::<T>()

@@ -19,7 +19,7 @@ mod payload;
 
 #[cfg(feature = "json")]
 pub use json::Json;
-pub use metadata::{Attempt, Key, State};
+pub use metadata::{Attempt, Key, Offset, Partition, State};
 
 /// Extracts a handler argument from a message.
 ///
@@ -47,11 +47,17 @@ pub use metadata::{Attempt, Key, State};
     message = "`{Self}` is not an ackstream extractor",
     label = "cannot be a handler argument",
     note = "extractors: String, Bytes, Vec<u8>, Json<T> (payload); KafkaMessage, Key, Headers, \
-            State<T>, Attempt (metadata); or implement FromMessage for your type"
+            State<T>, Attempt, Partition, Offset (metadata); or implement FromMessage for your type"
 )]
 pub trait FromMessage: Sized {
     /// Extracts the value, or explains why not (a decode error: the handler is not called).
     fn from_message(msg: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection>;
+
+    /// Whether this extractor may look at the record's headers. A backend skips decoding
+    /// headers for a handler none of whose arguments read them (for Kafka, decoding them costs
+    /// about as much as the rest of handing a record over). Keep the default unless the
+    /// extractor never reads headers.
+    const READS_HEADERS: bool = true;
 
     /// Checks, before anything is consumed, that extraction can ever succeed (e.g. that the
     /// state a `State<T>` needs was given).
