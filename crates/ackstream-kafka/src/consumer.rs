@@ -3,8 +3,8 @@
 //! a feed per assigned partition.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::broker::Settings;
 use crate::feed::KafkaFeed;
 use crate::inbox::Inbox;
 use crate::offsets::KafkaOffsets;
-use crate::poller::{Poller, Requests};
+use crate::poller::{Poller, Source, Wakeup};
 
 pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
 type EventSender = mpsc::UnboundedSender<ConsumerEvent<KafkaFeed>>;
@@ -36,10 +36,11 @@ pub(crate) struct DriverContext {
     /// `None` once the consumer is closing: revokes then complete without waiting.
     events: Mutex<Option<EventSender>>,
     offsets: Arc<KafkaOffsets>,
+    me: OnceLock<Weak<RdConsumer>>,
     inboxes: Mutex<HashMap<TopicPartition, Arc<Inbox>>>,
-    /// Bumped on every assignment change, so the poll thread knows its cached inbox is stale.
-    generation: AtomicU64,
-    requests: Arc<Requests>,
+    /// Partitions assigned since the poll thread last looked.
+    new_sources: Mutex<Vec<Source>>,
+    wakeup: Arc<Wakeup>,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -76,7 +77,8 @@ impl DriverContext {
         lock(&self.events).clone()
     }
 
-    /// Opens an inbox per new partition and hands their feeds to the runtime.
+    /// Splits each new partition into its own queue (before librdkafka fetches it) with an
+    /// inbox, and hands their feeds to the runtime.
     fn assigned(&self, tpl: &TopicPartitionList) {
         let feeds = self.open(partitions(tpl));
         if let Some(events) = self.sender() {
@@ -85,19 +87,33 @@ impl DriverContext {
     }
 
     fn open(&self, tps: Vec<TopicPartition>) -> Vec<KafkaFeed> {
+        let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
+            return Vec::new();
+        };
         let mut inboxes = lock(&self.inboxes);
-        let feeds = tps
-            .into_iter()
-            .map(|tp| {
-                let inbox = Arc::new(Inbox::new(tp.clone()));
-                if let Some(old) = inboxes.insert(tp, inbox.clone()) {
-                    old.close();
-                }
-                KafkaFeed::new(inbox, self.requests.clone())
-            })
-            .collect();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut sources = lock(&self.new_sources);
+        let mut feeds = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let Some(mut queue) = consumer.split_partition_queue(&tp.topic, tp.partition) else {
+                tracing::error!(%tp, "cannot split the partition's queue; not consuming it");
+                continue;
+            };
+            let wakeup = self.wakeup.clone();
+            queue.set_nonempty_callback(move || wakeup.wake());
+            let inbox = Arc::new(Inbox::new(tp.clone()));
+            if let Some(old) = inboxes.insert(tp, inbox.clone()) {
+                old.close();
+            }
+            sources.push(Source::new(inbox.clone(), queue));
+            feeds.push(KafkaFeed::new(inbox, self.wakeup.clone()));
+        }
+        drop(sources);
+        self.wakeup.wake();
         feeds
+    }
+
+    pub(crate) fn take_new_sources(&self) -> Vec<Source> {
+        std::mem::take(&mut *lock(&self.new_sources))
     }
 
     /// Blocks the rebalance until the runtime has drained the partitions and committed.
@@ -118,19 +134,6 @@ impl DriverContext {
                 inbox.close();
             }
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The inbox of an assigned partition.
-    pub(crate) fn inbox(&self, topic: &str, partition: i32) -> Option<Arc<Inbox>> {
-        lock(&self.inboxes)
-            .values()
-            .find(|i| i.tp.partition == partition && *i.tp.topic == *topic)
-            .cloned()
     }
 }
 
@@ -171,18 +174,24 @@ impl KafkaConsumer {
         overrides.extend(config.settings.iter().cloned());
         let (tx, rx) = mpsc::unbounded_channel();
         let offsets = Arc::new(KafkaOffsets::new(settings.commit_batch));
+        let wakeup = Arc::new(Wakeup::default());
         let context = DriverContext {
             events: Mutex::new(Some(tx.clone())),
             offsets: offsets.clone(),
+            me: OnceLock::new(),
             inboxes: Mutex::new(HashMap::new()),
-            generation: AtomicU64::new(0),
-            requests: Arc::new(Requests::default()),
+            new_sources: Mutex::new(Vec::new()),
+            wakeup: wakeup.clone(),
         };
-        let consumer: RdConsumer = settings
+        let mut consumer: RdConsumer = settings
             .client_config(&overrides)
             .create_with_context(context)
             .map_err(|e| BackendError::with_source("cannot create Kafka consumer", e))?;
+        // Callbacks and stray records on the main queue wake the poll thread too.
+        let wake = wakeup.clone();
+        consumer.set_nonempty_callback(move || wake.wake());
         let consumer = Arc::new(consumer);
+        let _ = consumer.context().me.set(Arc::downgrade(&consumer));
         offsets.attach(&consumer);
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -201,7 +210,7 @@ impl KafkaConsumer {
         let poller = {
             let poller = Poller::new(
                 consumer.clone(),
-                consumer.context().requests.clone(),
+                wakeup.clone(),
                 stop.clone(),
                 config.reads_headers,
             );

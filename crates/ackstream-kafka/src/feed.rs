@@ -7,14 +7,14 @@ use std::sync::Arc;
 use ackstream_core::backend::PartitionFeed;
 use ackstream_core::{BackendError, Record, TopicPartition};
 
-use crate::inbox::Inbox;
-use crate::poller::{Request, Requests};
+use crate::inbox::{INBOX_MAX, Inbox};
+use crate::poller::Wakeup;
 
 /// The records of one assigned partition.
 pub struct KafkaFeed {
     tp: TopicPartition,
     inbox: Arc<Inbox>,
-    requests: Arc<Requests>,
+    wakeup: Arc<Wakeup>,
     /// Records taken from the inbox, not yet returned.
     taken: VecDeque<Record>,
 }
@@ -28,11 +28,11 @@ impl std::fmt::Debug for KafkaFeed {
 }
 
 impl KafkaFeed {
-    pub(crate) fn new(inbox: Arc<Inbox>, requests: Arc<Requests>) -> Self {
+    pub(crate) fn new(inbox: Arc<Inbox>, wakeup: Arc<Wakeup>) -> Self {
         Self {
             tp: inbox.tp.clone(),
             inbox,
-            requests,
+            wakeup,
             taken: VecDeque::new(),
         }
     }
@@ -43,11 +43,12 @@ impl KafkaFeed {
         if state.records.is_empty() {
             return if state.closed { Err(()) } else { Ok(false) };
         }
+        let was_full = state.records.len() >= INBOX_MAX;
         std::mem::swap(&mut state.records, &mut self.taken);
-        let resume = std::mem::take(&mut state.paused);
         drop(state);
-        if resume {
-            self.requests.push(Request::Resume(self.inbox.clone()));
+        if was_full {
+            // The poll thread skips a full inbox: tell it there is room again.
+            self.wakeup.wake();
         }
         Ok(true)
     }
@@ -81,7 +82,7 @@ impl PartitionFeed for KafkaFeed {
         state.records.clear();
         state.seek = Some(offset);
         drop(state);
-        self.requests.push(Request::Seek(self.inbox.clone()));
+        self.wakeup.seek(self.inbox.clone());
         Ok(())
     }
 }
@@ -89,7 +90,6 @@ impl PartitionFeed for KafkaFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbox::{Handover, PAUSE_AT};
     use futures_util::FutureExt;
 
     fn record(offset: i64) -> Record {
@@ -104,14 +104,10 @@ mod tests {
         }
     }
 
-    fn feed() -> (KafkaFeed, Arc<Inbox>, Arc<Requests>) {
+    fn feed() -> (KafkaFeed, Arc<Inbox>, Arc<Wakeup>) {
         let inbox = Arc::new(Inbox::new(TopicPartition::new("t", 0)));
-        let requests = Arc::new(Requests::default());
-        (
-            KafkaFeed::new(inbox.clone(), requests.clone()),
-            inbox,
-            requests,
-        )
+        let wakeup = Arc::new(Wakeup::default());
+        (KafkaFeed::new(inbox.clone(), wakeup.clone()), inbox, wakeup)
     }
 
     fn next_now(feed: &mut KafkaFeed) -> Option<Option<i64>> {
@@ -123,7 +119,7 @@ mod tests {
         let (mut feed, inbox, _) = feed();
         assert_eq!(next_now(&mut feed), None, "empty inbox: the feed waits");
         let mut batch = vec![record(0), record(1)];
-        assert_eq!(inbox.hand_over(&mut batch), Handover::Done);
+        inbox.hand_over(&mut batch);
         assert!(batch.is_empty());
         assert_eq!(next_now(&mut feed), Some(Some(0)));
         assert_eq!(next_now(&mut feed), Some(Some(1)));
@@ -131,32 +127,33 @@ mod tests {
     }
 
     #[test]
-    fn a_full_inbox_pauses_and_taking_it_asks_for_a_resume() {
-        let (mut feed, inbox, requests) = feed();
-        let mut batch: Vec<Record> = (0..PAUSE_AT as i64 - 1).map(record).collect();
-        assert_eq!(inbox.hand_over(&mut batch), Handover::Done);
-        batch.push(record(PAUSE_AT as i64 - 1));
-        assert_eq!(inbox.hand_over(&mut batch), Handover::Pause);
-        batch.push(record(PAUSE_AT as i64));
+    fn a_full_inbox_has_no_room_until_the_feed_takes_it() {
+        let (mut feed, inbox, _) = feed();
+        assert_eq!(inbox.room(), INBOX_MAX);
+        let mut batch: Vec<Record> = (0..INBOX_MAX as i64).map(record).collect();
+        inbox.hand_over(&mut batch);
         assert_eq!(
-            inbox.hand_over(&mut batch),
-            Handover::Done,
-            "paused once, not again"
+            inbox.room(),
+            0,
+            "the poll thread leaves the partition in librdkafka"
         );
-        assert!(requests.take().is_empty());
         assert_eq!(next_now(&mut feed), Some(Some(0)));
-        assert!(!inbox.state().paused);
-        assert!(matches!(requests.take().as_slice(), [Request::Resume(_)]));
+        assert_eq!(inbox.room(), INBOX_MAX);
     }
 
     #[test]
     fn seek_drops_fetched_records_until_the_poll_thread_has_sought() {
-        let (mut feed, inbox, requests) = feed();
+        let (mut feed, inbox, wakeup) = feed();
         let mut batch = vec![record(5), record(6), record(7)];
         inbox.hand_over(&mut batch);
         assert_eq!(next_now(&mut feed), Some(Some(5)));
         feed.seek(5).unwrap();
-        assert!(matches!(requests.take().as_slice(), [Request::Seek(_)]));
+        assert_eq!(wakeup.take_seeks().len(), 1);
+        assert_eq!(
+            inbox.room(),
+            0,
+            "nothing is popped while the seek is pending"
+        );
         // Popped before the seek was done: dropped.
         let mut stale = vec![record(8)];
         inbox.hand_over(&mut stale);

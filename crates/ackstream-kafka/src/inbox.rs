@@ -1,9 +1,11 @@
 //! The hand-over between the poll thread and one partition's feed.
 //!
-//! The poll thread is the only reader of the librdkafka consumer: it pops every record and
-//! appends it, in batches, to its partition's inbox; the partition's feed takes the whole inbox
-//! at once. A slow partition only fills its own inbox, and a full inbox pauses the partition at
-//! the consumer (librdkafka stops fetching it) until the feed takes the records.
+//! The poll thread pops the partition's records from librdkafka and appends them, in batches,
+//! to its inbox; the partition's feed takes the whole inbox at once. An inbox holds at most
+//! [`INBOX_MAX`] records: while it is full the poll thread leaves the partition's records in
+//! librdkafka's queue, whose own limits (`queued.min.messages`, `queued.max.messages.kbytes`)
+//! then stop the fetching. So a slow partition holds a bounded number of records and never
+//! holds up the others.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -11,18 +13,16 @@ use std::sync::{Mutex, MutexGuard};
 use ackstream_core::{Record, TopicPartition};
 use tokio::sync::Notify;
 
-/// Records an inbox holds before its partition is paused.
-pub(crate) const PAUSE_AT: usize = 16 * 1024;
+/// Records an inbox holds at most.
+pub(crate) const INBOX_MAX: usize = 4 * 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct InboxState {
     pub(crate) records: VecDeque<Record>,
-    /// A seek the feed asked for and the poll thread has not done yet. Until it is done, every
-    /// record the poll thread hands over for this partition was fetched before the seek and is
-    /// dropped.
+    /// A seek the feed asked for and the poll thread has not done yet. Until it is done, the
+    /// poll thread hands nothing over for this partition: what it would pop was fetched from
+    /// before the seek.
     pub(crate) seek: Option<i64>,
-    /// Paused at the consumer because the inbox was full.
-    pub(crate) paused: bool,
     /// The partition was revoked (or the consumer closed): nothing more arrives.
     pub(crate) closed: bool,
 }
@@ -34,15 +34,6 @@ pub(crate) struct Inbox {
     state: Mutex<InboxState>,
     /// Wakes the feed after records arrive (or the inbox closes).
     pub(crate) arrived: Notify,
-}
-
-/// What a hand-over asks of the poll thread.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Handover {
-    /// Nothing.
-    Done,
-    /// The inbox is full: pause the partition.
-    Pause,
 }
 
 impl Inbox {
@@ -58,26 +49,27 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends records popped by the poll thread (dropping them if a seek is pending or the
-    /// inbox is closed).
-    pub(crate) fn hand_over(&self, batch: &mut Vec<Record>) -> Handover {
+    /// How many records the poll thread may pop for this inbox now.
+    pub(crate) fn room(&self) -> usize {
+        let state = self.state();
+        if state.seek.is_some() || state.closed {
+            0
+        } else {
+            INBOX_MAX.saturating_sub(state.records.len())
+        }
+    }
+
+    /// Appends records popped by the poll thread (dropping them if a seek was asked for since,
+    /// or the inbox closed).
+    pub(crate) fn hand_over(&self, batch: &mut Vec<Record>) {
         let mut state = self.state();
         if state.seek.is_some() || state.closed {
             batch.clear();
-            return Handover::Done;
+            return;
         }
         state.records.extend(batch.drain(..));
-        let full = !state.paused && state.records.len() >= PAUSE_AT;
-        if full {
-            state.paused = true;
-        }
         drop(state);
         self.arrived.notify_one();
-        if full {
-            Handover::Pause
-        } else {
-            Handover::Done
-        }
     }
 
     /// Closes the inbox: the feed ends once it has taken what is left.

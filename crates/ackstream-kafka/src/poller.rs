@@ -1,29 +1,36 @@
 //! The poll thread: the one reader of a librdkafka consumer.
 //!
 //! librdkafka's consumer is built to be polled from one thread (each poll updates
-//! consumer-wide state under a lock), so one thread pops every record, copies it out, and hands
-//! it to its partition's [`Inbox`] in batches; the partitions' handlers run on the async
-//! runtime. The same thread serves librdkafka's callbacks (rebalances, commit results) and the
-//! feeds' requests: seeks (a nack's rewind) and resumes (a drained inbox). Doing the seeks here,
-//! between two polls, is what makes them exact: every record popped before the seek is dropped,
-//! every record popped after it comes from the new position.
+//! consumer-wide state under a lock), so one thread pops every record. Each assigned partition
+//! has its own librdkafka queue; the thread takes turns over them, pops a batch from each whose
+//! [`Inbox`] has room, copies the records out and hands them over. The partitions' handlers run
+//! on the async runtime. A partition whose inbox is full is skipped, so its records stay in
+//! librdkafka's queue, and librdkafka stops fetching it once that queue reaches its limits.
+//!
+//! The same thread serves librdkafka's callbacks (rebalances, commit results, on the main
+//! queue) and the feeds' seeks (a nack's rewind). Doing a seek here, between two pops, makes it
+//! exact: every record popped before it is dropped, every record popped after it comes from the
+//! new position.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use ackstream_core::{Header, Record, TopicPartition};
 use bytes::{Bytes, BytesMut};
+use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::consumer::RdConsumer;
-use crate::inbox::{Handover, Inbox};
+use crate::consumer::{DriverContext, RdConsumer};
+use crate::inbox::Inbox;
 
-/// Records handed to an inbox at once (fewer when the consumer runs dry).
-const BATCH: usize = 128;
-/// How long an idle poll blocks; also the longest a request waits while nothing arrives.
+/// Records popped from one partition per turn.
+const BATCH: usize = 256;
+/// How long the thread sleeps when nothing arrives and nobody wakes it: a safety net, since
+/// librdkafka's queues and the feeds wake it.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const SEEK_RETRY: Duration = Duration::from_millis(50);
@@ -35,51 +42,64 @@ const CHUNK: usize = 64 * 1024;
 /// Values larger than this get their own allocation rather than a chunk.
 const CHUNK_MAX_VALUE: usize = 4 * 1024;
 
-/// What a feed asks of the poll thread.
-#[derive(Debug)]
-pub(crate) enum Request {
-    /// Seek the inbox's partition to the offset its state holds.
-    Seek(Arc<Inbox>),
-    /// The feed took a paused inbox's records: resume fetching.
-    Resume(Arc<Inbox>),
-}
-
-/// Requests from the feeds, served between two polls.
+/// Wakes the poll thread: librdkafka's queues when they fill, the feeds when they ask.
 #[derive(Debug, Default)]
-pub(crate) struct Requests {
-    pending: AtomicBool,
-    list: Mutex<Vec<Request>>,
+pub(crate) struct Wakeup {
+    thread: OnceLock<Thread>,
+    /// Seeks asked for since the poll thread last looked.
+    seeks: Mutex<Vec<Arc<Inbox>>>,
+    seeks_pending: AtomicBool,
 }
 
-impl Requests {
-    pub(crate) fn push(&self, request: Request) {
-        self.list
+impl Wakeup {
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Asks for the seek the inbox's state holds.
+    pub(crate) fn seek(&self, inbox: Arc<Inbox>) {
+        self.seeks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(request);
-        self.pending.store(true, Ordering::Release);
+            .push(inbox);
+        self.seeks_pending.store(true, Ordering::Release);
+        self.wake();
     }
 
-    pub(crate) fn take(&self) -> Vec<Request> {
-        if !self.pending.swap(false, Ordering::AcqRel) {
+    pub(crate) fn take_seeks(&self) -> Vec<Arc<Inbox>> {
+        if !self.seeks_pending.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
-        std::mem::take(&mut *self.list.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.seeks.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-/// The inbox the current run of records goes to, valid while the assignment is unchanged.
-struct Current {
-    inbox: Arc<Inbox>,
-    generation: u64,
+/// An assigned partition: its librdkafka queue and its inbox.
+pub(crate) struct Source {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) queue: PartitionQueue<DriverContext>,
+    /// A record of this partition turned up on the main queue: rewind to it before popping.
+    resync: Option<i64>,
+}
+
+impl Source {
+    pub(crate) fn new(inbox: Arc<Inbox>, queue: PartitionQueue<DriverContext>) -> Self {
+        Self {
+            inbox,
+            queue,
+            resync: None,
+        }
+    }
 }
 
 pub(crate) struct Poller {
     consumer: Arc<RdConsumer>,
-    requests: Arc<Requests>,
+    wakeup: Arc<Wakeup>,
     stop: Arc<AtomicBool>,
+    sources: Vec<Source>,
     chunks: BytesMut,
-    current: Option<Current>,
     batch: Vec<Record>,
     /// Seeks that failed, with when to try again.
     retry: Vec<(Instant, Arc<Inbox>)>,
@@ -90,16 +110,16 @@ pub(crate) struct Poller {
 impl Poller {
     pub(crate) fn new(
         consumer: Arc<RdConsumer>,
-        requests: Arc<Requests>,
+        wakeup: Arc<Wakeup>,
         stop: Arc<AtomicBool>,
         headers: bool,
     ) -> Self {
         Self {
             consumer,
-            requests,
+            wakeup,
             stop,
+            sources: Vec::new(),
             chunks: BytesMut::new(),
-            current: None,
             batch: Vec::with_capacity(BATCH),
             retry: Vec::new(),
             headers,
@@ -107,149 +127,129 @@ impl Poller {
     }
 
     pub(crate) fn run(mut self) {
-        // Records borrow the consumer they were polled from, so poll through a handle of our own.
-        let consumer = self.consumer.clone();
+        let _ = self.wakeup.thread.set(std::thread::current());
         while !self.stop.load(Ordering::Acquire) {
-            self.serve_requests();
-            match consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => self.dispatch(&m),
-                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                None => {
-                    // Ran dry (or served a callback): hand over what is pending, then block
-                    // until something arrives.
-                    self.flush();
-                    match consumer.poll(IDLE_WAIT) {
-                        Some(Ok(m)) => self.dispatch(&m),
-                        Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                        None => {}
+            if !self.turn() {
+                // A wake that came during the turn is kept by `unpark`, so none is lost.
+                std::thread::park_timeout(IDLE_WAIT);
+            }
+        }
+    }
+
+    /// One turn over the main queue and every partition; `true` if records moved.
+    fn turn(&mut self) -> bool {
+        let mut moved = self.serve_main_queue();
+        self.sources
+            .extend(self.consumer.context().take_new_sources());
+        self.sources.retain(|s| !s.inbox.state().closed);
+        self.serve_seeks();
+        for i in 0..self.sources.len() {
+            moved |= self.pop(i);
+        }
+        moved
+    }
+
+    /// Serves callbacks (rebalances, commit results); a record found there belongs to a
+    /// partition whose queue was split too late: rewind that partition to it.
+    fn serve_main_queue(&mut self) -> bool {
+        let consumer = self.consumer.clone();
+        match consumer.poll(Duration::ZERO) {
+            Some(Ok(m)) => {
+                let (partition, offset) = (m.partition(), m.offset());
+                match self
+                    .sources
+                    .iter_mut()
+                    .find(|s| s.inbox.tp.partition == partition && *s.inbox.tp.topic == *m.topic())
+                {
+                    Some(source) => {
+                        source.resync = Some(source.resync.map_or(offset, |o| o.min(offset)));
                     }
+                    None => tracing::debug!(
+                        topic = m.topic(),
+                        partition,
+                        offset,
+                        "record for an unassigned partition dropped"
+                    ),
                 }
+                true
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Kafka consumer error");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Pops up to a batch of one partition's records into its inbox; `true` if any.
+    fn pop(&mut self, i: usize) -> bool {
+        let source = &mut self.sources[i];
+        if let Some(offset) = source.resync.take()
+            && !seek(&self.consumer, &source.inbox.tp, offset)
+        {
+            source.resync = Some(offset);
+            return false;
+        }
+        let room = source.inbox.room().min(BATCH);
+        while self.batch.len() < room {
+            match source.queue.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    self.batch
+                        .push(record(&source.inbox.tp, &mut self.chunks, &m, self.headers));
+                }
+                Some(Err(e)) => {
+                    let tp = &source.inbox.tp;
+                    tracing::warn!(%tp, error = %e, "consume error");
+                }
+                None => break,
             }
         }
-        self.flush();
-    }
-
-    fn dispatch(&mut self, m: &BorrowedMessage<'_>) {
-        let generation = self.consumer.context().generation();
-        let same = self.current.as_ref().is_some_and(|c| {
-            c.generation == generation
-                && c.inbox.tp.partition == m.partition()
-                && *c.inbox.tp.topic == *m.topic()
-        });
-        if !same {
-            self.flush();
-            self.current = self
-                .consumer
-                .context()
-                .inbox(m.topic(), m.partition())
-                .map(|inbox| Current { inbox, generation });
-        }
-        let Some(current) = &self.current else {
-            tracing::debug!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                "record for an unassigned partition dropped"
-            );
-            return;
-        };
-        let record = record(&current.inbox.tp, &mut self.chunks, m, self.headers);
-        self.batch.push(record);
-        if self.batch.len() >= BATCH {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
         if self.batch.is_empty() {
-            return;
+            return false;
         }
-        let Some(current) = &self.current else {
-            self.batch.clear();
-            return;
-        };
-        if current.inbox.hand_over(&mut self.batch) == Handover::Pause {
-            let tp = &current.inbox.tp;
-            tracing::debug!(%tp, "inbox full: partition paused");
-            if let Err(e) = self.consumer.pause(&tpl(tp)) {
-                tracing::warn!(%tp, error = %e, "cannot pause partition");
-            }
-        }
+        source.inbox.hand_over(&mut self.batch);
+        true
     }
 
-    fn serve_requests(&mut self) {
-        let mut requests = self.requests.take();
+    fn serve_seeks(&mut self) {
+        let mut seeks = self.wakeup.take_seeks();
         if !self.retry.is_empty() {
             let now = Instant::now();
             let (due, later): (Vec<_>, Vec<_>) =
                 self.retry.drain(..).partition(|(at, _)| *at <= now);
             self.retry = later;
-            requests.extend(due.into_iter().map(|(_, inbox)| Request::Seek(inbox)));
+            seeks.extend(due.into_iter().map(|(_, inbox)| inbox));
         }
-        for request in requests {
-            match request {
-                Request::Seek(inbox) => self.seek(inbox),
-                Request::Resume(inbox) => self.resume(&inbox),
+        for inbox in seeks {
+            let Some(offset) = inbox.state().seek else {
+                continue; // done by an earlier request
+            };
+            if !seek(&self.consumer, &inbox.tp, offset) {
+                self.retry.push((Instant::now() + SEEK_RETRY, inbox));
+                continue;
             }
-        }
-    }
-
-    fn seek(&mut self, inbox: Arc<Inbox>) {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.inbox, &inbox))
-        {
-            // Popped before the seek: the inbox would drop them anyway.
-            self.batch.clear();
-        }
-        let (offset, paused) = {
-            let state = inbox.state();
-            match state.seek {
-                Some(offset) if !state.closed => (offset, state.paused),
-                _ => return, // done by an earlier request, or revoked
+            let mut state = inbox.state();
+            if state.seek == Some(offset) {
+                state.seek = None;
             }
-        };
-        let tp = &inbox.tp;
-        if let Err(e) = self.consumer.seek(
-            &tp.topic,
-            tp.partition,
-            Offset::Offset(offset),
-            SEEK_TIMEOUT,
-        ) {
-            tracing::warn!(%tp, offset, error = %e, "seek failed; retrying");
-            self.retry.push((Instant::now() + SEEK_RETRY, inbox));
-            return;
-        }
-        let mut state = inbox.state();
-        if state.seek == Some(offset) {
-            state.seek = None;
-        }
-        // The inbox was emptied for the seek: a pause for a full inbox no longer applies.
-        let resume = paused && state.paused;
-        state.paused = false;
-        drop(state);
-        if resume {
-            self.resume(&inbox);
-        }
-    }
-
-    fn resume(&self, inbox: &Inbox) {
-        if inbox.state().closed {
-            return;
-        }
-        let tp = &inbox.tp;
-        tracing::debug!(%tp, "inbox drained: partition resumed");
-        if let Err(e) = self.consumer.resume(&tpl(tp)) {
-            tracing::warn!(%tp, error = %e, "cannot resume partition");
         }
     }
 }
 
-fn tpl(tp: &TopicPartition) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&tp.topic, tp.partition);
-    tpl
+/// Seeks a partition; `false` (logged) if librdkafka refused.
+fn seek(consumer: &RdConsumer, tp: &TopicPartition, offset: i64) -> bool {
+    match consumer.seek(
+        &tp.topic,
+        tp.partition,
+        Offset::Offset(offset),
+        SEEK_TIMEOUT,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(%tp, offset, error = %e, "seek failed; retrying");
+            false
+        }
+    }
 }
 
 /// Copies a value into the current chunk (see [`CHUNK`]).
