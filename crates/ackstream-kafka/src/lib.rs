@@ -28,10 +28,15 @@
 //! - **rebalance**: on revoke, librdkafka's rebalance callback waits while the runtime stops the
 //!   revoked partitions, drains their handlers, and commits their finished prefix; only then is
 //!   the revoke completed.
-//! - **one reader**: a dedicated thread polls the librdkafka consumer (as librdkafka intends)
-//!   and hands records to per-partition inboxes; each partition's handlers run on the async
-//!   runtime, so one slow partition does not stall the others. A full inbox pauses its
-//!   partition at the consumer until the handlers catch up, so memory stays bounded.
+//! - **one reader**: a dedicated thread polls the librdkafka consumer (as librdkafka intends),
+//!   taking turns over the assigned partitions' queues, and hands records to per-partition
+//!   inboxes; each partition's handlers run on the async runtime, so one slow partition does not
+//!   stall the others. A full inbox leaves its partition's records in librdkafka, whose queue
+//!   limits (`queued.min.messages`, `queued.max.messages.kbytes`) then stop fetching it: memory
+//!   stays bounded.
+//! - **headers** are decoded only for handlers with an argument that reads them (`Headers`,
+//!   `KafkaMessage`, or an extractor of your own): decoding them costs librdkafka about as much
+//!   as the rest of handing a record over.
 //! - Offsets are committed explicitly (`enable.auto.commit=false`); librdkafka's auto commit
 //!   would commit fetched-but-unprocessed records.
 //! - Keys are placed with the `murmur2_random` partitioner, as Java clients and the in-memory
