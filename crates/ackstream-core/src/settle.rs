@@ -175,8 +175,19 @@ impl PartitionContext {
             }
             d => d,
         };
+        // Events are emitted under the ledger lock, so a partition's events reach observers in
+        // the order the tracker saw them; a settle's `Settled` comes last, after what it caused
+        // (`OffsetStored`, `HeldBack`).
+        let settled = |status: SettleStatus| {
+            self.emit(|| Event::Settled {
+                tp: self.tp.clone(),
+                offset,
+                status,
+            });
+            status
+        };
         let mut ledger = self.ledger();
-        let status = match disposition {
+        match disposition {
             Disposition::Ack | Disposition::Reject => match ledger.tracker.finish(offset, id) {
                 Ok(finished) => {
                     if let Some(position) = finished.advanced_to {
@@ -187,13 +198,12 @@ impl PartitionContext {
                             offset: position,
                         });
                     }
-                    drop(ledger);
                     if let Some(held) = finished.held_back_by {
                         self.warn_held_back(held);
                     }
-                    SettleStatus::Settled(disposition)
+                    settled(SettleStatus::Settled(disposition))
                 }
-                Err(_) => SettleStatus::Stale,
+                Err(_) => settled(SettleStatus::Stale),
             },
             Disposition::Nack { delay } => match ledger.tracker.nack(offset, id) {
                 Ok(rewind_to) => {
@@ -206,18 +216,13 @@ impl PartitionContext {
                     };
                     ledger.rewind = Some(rewind);
                     self.rewind_pending.store(true, Ordering::Release);
+                    let status = settled(SettleStatus::Settled(disposition));
                     drop(ledger);
                     self.rewind_signal.notify_one();
-                    SettleStatus::Settled(disposition)
+                    status
                 }
-                Err(_) => SettleStatus::Stale,
+                Err(_) => settled(SettleStatus::Stale),
             },
-        };
-        self.emit(|| Event::Settled {
-            tp: self.tp.clone(),
-            offset,
-            status,
-        });
-        status
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::broker::BrokerCore;
 use crate::error::{BackendError, ConfigError};
 use crate::event::Observer;
 use crate::handler::Handler;
+use crate::ordering::Ordering;
 use crate::state::StateMap;
 
 /// Where a consumer group without a committed offset starts reading (Kafka's `auto.offset.reset`).
@@ -47,6 +48,11 @@ pub struct SubscriberConfig {
     pub max_decode_attempts: u32,
     /// Manual policy: an ack also finishes earlier records the handler left unsettled.
     pub manual_cumulative: bool,
+    /// Records of this subscriber in flight at once, over all its partitions (`None`: one per
+    /// partition, partitions side by side).
+    pub max_workers: Option<usize>,
+    /// Which records of a partition may be in flight together.
+    pub ordering: Ordering,
     /// Backend settings passed through as given (for Kafka: librdkafka configuration).
     pub settings: Vec<(String, String)>,
     /// Whether the handler reads record headers; a backend may skip decoding them if not.
@@ -85,6 +91,8 @@ pub struct SubscriberBuilder<B: Backend> {
     max_attempts: Option<u32>,
     max_decode_attempts: u32,
     manual_cumulative: bool,
+    max_workers: Option<usize>,
+    ordering: Ordering,
     settings: Vec<(String, String)>,
 }
 
@@ -108,6 +116,8 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_attempts: None,
             max_decode_attempts: DEFAULT_DECODE_ATTEMPTS,
             manual_cumulative: false,
+            max_workers: None,
+            ordering: Ordering::Partition,
             settings: Vec::new(),
         }
     }
@@ -174,6 +184,44 @@ impl<B: Backend> SubscriberBuilder<B> {
         self
     }
 
+    /// Handles up to `n` records of this subscriber at once, over all its partitions (FastStream's
+    /// `max_workers`). Valid with every policy: whatever order handlers finish in, a partition is
+    /// committed only up to its first unfinished record. Which records may overlap is set by
+    /// [`ordering`](Self::ordering).
+    ///
+    /// Without it, each partition handles one record at a time and partitions run side by side.
+    /// Records in flight and waiting are bounded by `n` per partition; a partition at its bound
+    /// reads nothing more (its records stay with the backend, which stops fetching them).
+    ///
+    /// ```
+    /// # use ackstream_core::Ordering;
+    /// # fn f(broker: &impl ackstream_core::Broker) {
+    /// broker
+    ///     .subscriber("orders")
+    ///     .group_id("billing")
+    ///     .auto_commit(false)
+    ///     .max_workers(64)
+    ///     .ordering(Ordering::Key)
+    ///     .handle(|body: String| async move { /* an HTTP call, a database write */ });
+    /// # }
+    /// ```
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Another name for [`max_workers`](Self::max_workers).
+    pub fn concurrency(self, n: usize) -> Self {
+        self.max_workers(n)
+    }
+
+    /// Which records of a partition may be handled at the same time (default
+    /// [`Ordering::Partition`]).
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
     /// How long the group waits for a silent member before reassigning its partitions
     /// (Kafka's `session.timeout.ms`; the in-memory broker has no sessions).
     pub fn session_timeout(self, timeout: std::time::Duration) -> Self {
@@ -233,6 +281,12 @@ impl<B: Backend> SubscriberBuilder<B> {
                 reason: "a record needs at least one attempt".into(),
             });
         }
+        if self.max_workers == Some(0) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_workers",
+                reason: "at least one worker is needed".into(),
+            });
+        }
         if self.manual_cumulative && ack_policy != AckPolicy::Manual {
             return Err(ConfigError::InvalidSetting {
                 setting: "manual_cumulative",
@@ -247,6 +301,8 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_attempts: self.max_attempts,
             max_decode_attempts: self.max_decode_attempts,
             manual_cumulative: self.manual_cumulative,
+            max_workers: self.max_workers,
+            ordering: self.ordering,
             settings: self.settings.clone(),
             reads_headers: true,
         })

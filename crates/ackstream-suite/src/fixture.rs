@@ -37,6 +37,12 @@ pub trait Fixture: Send + Sync + 'static {
         true
     }
 
+    /// Cases each property test runs against this broker: many where a case costs
+    /// microseconds, a few where each joins a consumer group over the network.
+    fn property_cases(&self) -> u64 {
+        4
+    }
+
     /// A subscriber with the settings this broker needs in tests (e.g. short session timeouts).
     fn subscriber(
         &self,
@@ -97,5 +103,9 @@ impl Fixture for MemoryFixture {
 
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         self.cluster.committed_offset(group, topic, partition)
+    }
+
+    fn property_cases(&self) -> u64 {
+        1000
     }
 }

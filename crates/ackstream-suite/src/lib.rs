@@ -7,9 +7,11 @@
 //! ```
 //! which expands to one `#[tokio::test]` per scenario: a module per ack policy with one test per
 //! handler behaviour (checked against [`policies::expected`]), plus the group, rebalance and
-//! shutdown scenarios of [`scenarios`]. Tests synchronise on runtime events ([`Recorder`]),
+//! shutdown scenarios of [`scenarios`], and the concurrency scenarios and commit-rule property
+//! test of [`concurrency`]. Tests synchronise on runtime events ([`Recorder`]),
 //! never on sleeps, and use unique topic and group names so they can run in parallel.
 
+pub mod concurrency;
 mod fixture;
 pub mod policies;
 mod recorder;
@@ -45,6 +47,14 @@ macro_rules! behaviour_suite {
             nack_after_delay_redelivers_later,
             max_attempts_turns_nack_into_reject,
         );
+        $crate::__concurrency_tests!([$(#[$attr])*] $fixture,
+            a_slow_partition_does_not_stall_the_others,
+            unordered_runs_up_to_max_workers_at_once,
+            max_workers_bounds_the_subscriber_across_partitions,
+            key_ordering_never_overlaps_a_key_and_keeps_its_order,
+            nack_under_concurrency_redelivers_from_the_nacked_record,
+            commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
+        );
     };
 }
 
@@ -57,6 +67,21 @@ macro_rules! __scenario_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     $crate::scenarios::$name(&$fixture).await;
+                }
+            );
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __concurrency_tests {
+    ($attrs:tt $fixture:expr, $($name:ident),* $(,)?) => {
+        $(
+            $crate::__with_attrs!($attrs
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::concurrency::$name(&$fixture).await;
                 }
             );
         )*

@@ -30,6 +30,15 @@ impl Recorder {
         Self::attach_with(broker, other.changes.clone())
     }
 
+    /// Records `broker`'s events into this recorder too, in one timeline with its own.
+    pub fn attach_also<B: Broker>(self: &Arc<Self>, broker: &B) {
+        let r = self.clone();
+        broker.observe(move |e| {
+            r.events.lock().unwrap().push(e.clone());
+            r.changes.send_modify(|n| *n += 1);
+        });
+    }
+
     fn attach_with<B: Broker>(broker: &B, changes: Arc<watch::Sender<u64>>) -> Arc<Self> {
         let recorder = Arc::new(Self {
             events: Mutex::new(Vec::new()),

@@ -69,8 +69,8 @@ pub mod testing;
 pub use ackstream_core::{
     AckMessage, AckPolicy, BackendError, BoxError, Broker, BrokerCore, ConfigError,
     DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header, Headers, IntoOutcome,
-    KafkaMessage, NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Record,
-    RecordPosition, RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder,
+    KafkaMessage, NackAfter, NackMessage, OffsetReset, Ordering, Outcome, OutgoingRecord, Publish,
+    Record, RecordPosition, RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder,
     SubscriberConfig, TopicPartition, backend, event, extract, tracker,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
@@ -82,6 +82,6 @@ pub mod prelude {
     pub use crate::extract::{Attempt, Key, Partition, State};
     pub use crate::{
         AckMessage, AckPolicy, App, Broker, HandlerError, Headers, KafkaMessage, NackMessage,
-        OffsetReset, RejectMessage,
+        OffsetReset, Ordering, RejectMessage,
     };
 }

@@ -131,6 +131,7 @@ fn invalid_values_are_refused() {
     let cases = [
         broker.subscriber("t").group_id("g").max_attempts(0),
         broker.subscriber("t").group_id("g").max_decode_attempts(0),
+        broker.subscriber("t").group_id("g").max_workers(0),
         broker.subscriber("t").group_id(""),
         broker.subscriber("").group_id("g"),
         broker
@@ -165,6 +166,35 @@ fn policy_names_round_trip() {
         assert_eq!(p.name().parse::<AckPolicy>().unwrap(), p);
     }
     assert!("sometimes".parse::<AckPolicy>().is_err());
+}
+
+#[test]
+fn ordering_names_round_trip() {
+    for o in Ordering::ALL {
+        assert_eq!(o.name().parse::<Ordering>().unwrap(), o);
+    }
+    assert!("random".parse::<Ordering>().is_err());
+}
+
+#[test]
+fn concurrency_is_another_name_for_max_workers() {
+    let broker = MemoryBroker::new();
+    let config = broker
+        .subscriber("t")
+        .group_id("g")
+        .concurrency(16)
+        .ordering(Ordering::Key)
+        .build_config()
+        .unwrap();
+    assert_eq!(
+        (config.max_workers, config.ordering),
+        (Some(16), Ordering::Key)
+    );
+    let defaults = broker.subscriber("t").build_config().unwrap();
+    assert_eq!(
+        (defaults.max_workers, defaults.ordering),
+        (None, Ordering::Partition)
+    );
 }
 
 #[test]

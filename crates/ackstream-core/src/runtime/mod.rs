@@ -1,5 +1,7 @@
 //! The consume runtime: one task per subscriber that follows assignments, and one task per
-//! assigned partition that delivers its records to the handler in offset order.
+//! assigned partition that delivers its records to the handler: one at a time in offset order
+//! (`partition`), or several at once within the subscriber's ordering and worker pool
+//! (`concurrent`).
 //!
 //! ```text
 //! backend consumer ── Assigned(feeds) ──▶ spawn a partition task per feed
@@ -8,6 +10,7 @@
 //! shutdown:        stop every partition task, drain (bounded), fence, commit, leave the group
 //! ```
 
+mod concurrent;
 mod partition;
 mod policy;
 
@@ -15,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +61,9 @@ where
             o.emit(&event);
         }
     };
+    // The subscriber's worker pool, shared by its partitions (and kept across rebalances).
+    let pool = config.max_workers.map(|n| Arc::new(Semaphore::new(n)));
+    let one_at_a_time = pool.is_none() && config.ordering == crate::Ordering::Partition;
     let mut workers: HashMap<TopicPartition, Worker> = HashMap::new();
     loop {
         let event = tokio::select! {
@@ -80,14 +87,26 @@ where
                     ));
                     // A child of the app's token: shutdown stops fetching at once, everywhere.
                     let stop = ctx.shutdown.child_token();
-                    let task = tokio::spawn(partition::run(
-                        feed,
-                        pctx.clone(),
-                        handler.clone(),
-                        ctx.state.clone(),
-                        stop.clone(),
-                        config.clone(),
-                    ));
+                    let task = if one_at_a_time {
+                        tokio::spawn(partition::run(
+                            feed,
+                            pctx.clone(),
+                            handler.clone(),
+                            ctx.state.clone(),
+                            stop.clone(),
+                            config.clone(),
+                        ))
+                    } else {
+                        tokio::spawn(concurrent::run(
+                            feed,
+                            pctx.clone(),
+                            handler.clone(),
+                            ctx.state.clone(),
+                            stop.clone(),
+                            config.clone(),
+                            pool.clone(),
+                        ))
+                    };
                     if let Some(old) = workers.insert(
                         tp,
                         Worker {

@@ -83,7 +83,11 @@ pub(super) async fn run<F, H, T>(
 
 /// Seeks, retrying while the backend refuses; `false` if stopped meanwhile. A partition that
 /// cannot be rewound must not move on: its nacked record would never be redelivered.
-async fn seek<F: PartitionFeed>(feed: &mut F, offset: i64, stop: &CancellationToken) -> bool {
+pub(super) async fn seek<F: PartitionFeed>(
+    feed: &mut F,
+    offset: i64,
+    stop: &CancellationToken,
+) -> bool {
     let mut backoff = Duration::from_millis(10);
     loop {
         match feed.seek(offset) {
