@@ -3,8 +3,12 @@
 pub(crate) const USAGE: &str = "\
 usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P]
        ackstream-bench --bootstrap HOST:PORT --topic T --count N --policy POLICY [--concurrency K]
-                       [--config key=value]...
-POLICY: raw | ack_first | ack | nack_on_error | manual";
+                       [--ordering ORDERING] [--handler-sleep-ms MS] [--config key=value]...
+       ackstream-bench --memory --count N [--policy POLICY] [--no-consume]
+POLICY: raw | ack_first | ack | nack_on_error | manual
+ORDERING: partition (default) | key | unordered
+--concurrency K sets max_workers(K) (not for raw); --handler-sleep-ms makes the handler await
+a timer of MS milliseconds (standing in for I/O) before it finishes.";
 
 /// Parsed arguments.
 #[derive(Debug)]
@@ -13,8 +17,15 @@ pub(crate) struct Args {
     pub(crate) topic: String,
     pub(crate) count: u64,
     pub(crate) policy: String,
-    pub(crate) concurrency: usize,
+    /// `max_workers`; `None` leaves the default (one record at a time per partition).
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) ordering: ackstream::Ordering,
+    pub(crate) handler_sleep: Option<std::time::Duration>,
     pub(crate) produce: bool,
+    /// Per-record cost on the in-memory broker instead of Kafka.
+    pub(crate) memory: bool,
+    /// With `memory`: publish only.
+    pub(crate) no_consume: bool,
     pub(crate) partitions: i32,
     /// librdkafka settings for every client of every variant.
     pub(crate) config: Vec<(String, String)>,
@@ -28,8 +39,12 @@ impl Args {
             topic: String::new(),
             count: 0,
             policy: String::new(),
-            concurrency: 1,
+            concurrency: None,
+            ordering: ackstream::Ordering::Partition,
+            handler_sleep: None,
             produce: false,
+            memory: false,
+            no_consume: false,
             partitions: 4,
             config: Vec::new(),
         };
@@ -41,9 +56,20 @@ impl Args {
                 "--count" => count = Some(value()?.parse().map_err(|e| format!("--count: {e}"))?),
                 "--policy" => policy = Some(value()?),
                 "--concurrency" => {
-                    args.concurrency = value()?
+                    let k: usize = value()?
                         .parse()
                         .map_err(|e| format!("--concurrency: {e}"))?;
+                    if k == 0 {
+                        return Err("--concurrency must be at least 1".into());
+                    }
+                    args.concurrency = Some(k);
+                }
+                "--ordering" => args.ordering = value()?.parse()?,
+                "--handler-sleep-ms" => {
+                    let ms: u64 = value()?
+                        .parse()
+                        .map_err(|e| format!("--handler-sleep-ms: {e}"))?;
+                    args.handler_sleep = Some(std::time::Duration::from_millis(ms));
                 }
                 "--partitions" => {
                     args.partitions = value()?.parse().map_err(|e| format!("--partitions: {e}"))?;
@@ -56,13 +82,22 @@ impl Args {
                     args.config.push((k.to_owned(), v.to_owned()));
                 }
                 "--produce" => args.produce = true,
+                "--memory" => args.memory = true,
+                "--no-consume" => args.no_consume = true,
                 "-h" | "--help" => return Err("help requested".into()),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
+        args.count = count.ok_or("--count is required")?;
+        if args.memory {
+            args.policy = policy.unwrap_or_else(|| "nack_on_error".into());
+            if args.policy == "raw" {
+                return Err("--memory measures the framework: no raw".into());
+            }
+            return Ok(args);
+        }
         args.bootstrap = bootstrap.ok_or("--bootstrap is required")?;
         args.topic = topic.ok_or("--topic is required")?;
-        args.count = count.ok_or("--count is required")?;
         if !args.produce {
             let p = policy.ok_or("--policy is required (or --produce)")?;
             if !["raw", "ack_first", "ack", "nack_on_error", "manual"].contains(&p.as_str()) {
@@ -70,10 +105,9 @@ impl Args {
             }
             args.policy = p;
         }
-        if args.concurrency != 1 {
+        if args.policy == "raw" && (args.concurrency.is_some() || args.handler_sleep.is_some()) {
             return Err(
-                "--concurrency above 1 is not supported yet (one record at a time per partition)"
-                    .into(),
+                "raw is a plain sequential loop: no --concurrency or --handler-sleep-ms".into(),
             );
         }
         Ok(args)

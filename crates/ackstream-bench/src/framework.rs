@@ -73,9 +73,28 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         .group_id(&group)
         .auto_offset_reset(OffsetReset::Earliest)
         .ack_policy(policy)
+        .ordering(args.ordering)
         .config("session.timeout.ms", "6000");
+    let subscriber = match args.concurrency {
+        Some(k) => subscriber.max_workers(k),
+        None => subscriber,
+    };
     let p = progress.clone();
-    if policy == AckPolicy::Manual {
+    if let Some(io) = args.handler_sleep {
+        // Stands in for an I/O call: counted when it completes.
+        subscriber.handle(move |Json(order): Json<Order>, msg: KafkaMessage| {
+            std::hint::black_box(order);
+            let p = p.clone();
+            async move {
+                crate::timer::sleep(io).await;
+                if policy == AckPolicy::Manual {
+                    msg.ack().await?;
+                }
+                p.record(msg.partition());
+                Ok::<(), HandlerError>(())
+            }
+        });
+    } else if policy == AckPolicy::Manual {
         subscriber.handle(move |Json(order): Json<Order>, msg: KafkaMessage| {
             std::hint::black_box(order);
             p.record(msg.partition());
@@ -110,5 +129,15 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .unwrap_or(0);
     }
+    if let Some(kb) = peak_rss_kb() {
+        println!("peak_rss_kb={kb}");
+    }
     report(args, elapsed, committed)
+}
+
+/// The process's peak resident memory (Linux `VmHWM`).
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -4,8 +4,13 @@
 //! ```text
 //! ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P]
 //! ackstream-bench --bootstrap HOST:PORT --topic T --count N --policy POLICY [--concurrency K]
+//!                 [--ordering partition|key|unordered] [--handler-sleep-ms MS]
 //!                 [--config key=value]...
 //! ```
+//! `--concurrency K` is the subscriber's `max_workers(K)`; `--handler-sleep-ms` makes the handler
+//! await a timer (accurate to tens of microseconds, see `timer.rs`) standing in for I/O. Records
+//! carry 10,000 distinct keys (for `--ordering key`). Framework variants also print
+//! `peak_rss_kb=` (the process's peak resident memory).
 //! POLICY: `raw` (plain rdkafka loop: `store_offset` per record, auto commit: the physical
 //! baseline), `ack_first`, `ack`, `nack_on_error`, `manual` (the handler calls `msg.ack()`).
 //! Every variant consumes the N records of T (N as given to `--produce`, which spreads them
@@ -17,14 +22,26 @@
 
 mod args;
 mod framework;
+mod memory;
 mod produce;
 mod raw;
+mod timer;
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Serialize};
+
+/// Counts heap allocations (for `--memory`): the system allocator, instrumented.
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Heap allocations (and reallocations) so far.
+pub(crate) fn alloc_count() -> u64 {
+    let stats = GLOBAL.stats();
+    (stats.allocations + stats.reallocations) as u64
+}
 
 /// The benchmark's record: about 100 bytes of JSON.
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,7 +121,9 @@ async fn run() {
             std::process::exit(2);
         }
     };
-    let result = if args.produce {
+    let result = if args.memory {
+        memory::run(&args).await
+    } else if args.produce {
         produce::run(&args).await
     } else if args.policy == "raw" {
         raw::run(&args).await

@@ -10,7 +10,7 @@ use ackstream_core::{BackendError, Record, TopicPartition};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use super::group::{EventSender, Group};
+use super::group::{EventSender, Group, PartitionSlot};
 use super::log::{PartitionLog, Topics};
 
 /// Records fetched per lock of a partition log.
@@ -151,6 +151,7 @@ pub(super) struct GroupOffsets {
 impl OffsetStore for GroupOffsets {
     fn partition(&self, tp: &TopicPartition) -> Arc<dyn PartitionOffset> {
         Arc::new(MemberPartition {
+            slot: self.group.slot(tp),
             group: self.group.clone(),
             member: self.member,
             tp: tp.clone(),
@@ -165,6 +166,7 @@ impl OffsetStore for GroupOffsets {
 /// One partition of a group member: every store is a commit, fenced by ownership.
 #[derive(Debug)]
 struct MemberPartition {
+    slot: Arc<PartitionSlot>,
     group: Arc<Group>,
     member: u64,
     tp: TopicPartition,
@@ -172,7 +174,7 @@ struct MemberPartition {
 
 impl PartitionOffset for MemberPartition {
     fn store(&self, offset: i64) {
-        if !self.group.commit(self.member, &self.tp, offset) {
+        if !self.group.commit(&self.slot, self.member, offset) {
             let tp = &self.tp;
             tracing::warn!(%tp, offset, "commit refused: partition no longer owned by this member");
         }

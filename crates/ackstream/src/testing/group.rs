@@ -37,13 +37,26 @@ struct Members {
     list: Vec<Member>,
 }
 
+/// A partition as its group sees it.
+#[derive(Debug, Default)]
+pub(super) struct PartitionSlot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    owner: Option<u64>,
+    committed: Option<i64>,
+}
+
 /// One consumer group.
 #[derive(Debug)]
 pub(super) struct Group {
     name: Arc<str>,
     members: tokio::sync::Mutex<Members>,
-    committed: Mutex<HashMap<TopicPartition, i64>>,
-    owners: Mutex<HashMap<TopicPartition, u64>>,
+    /// Each partition's owner and committed offset; a member keeps its partitions' entries,
+    /// so a commit costs no map lookup.
+    partitions: Mutex<HashMap<TopicPartition, Arc<PartitionSlot>>>,
     /// Bumped on every commit, for waiters.
     commits: tokio::sync::watch::Sender<u64>,
 }
@@ -53,23 +66,44 @@ impl Group {
         Self {
             name: Arc::from(name),
             members: Default::default(),
-            committed: Default::default(),
-            owners: Default::default(),
+            partitions: Default::default(),
             commits: tokio::sync::watch::Sender::new(0),
         }
     }
 
     pub(super) fn committed(&self, tp: &TopicPartition) -> Option<i64> {
-        lock(&self.committed).get(tp).copied()
+        lock(&self.partitions)
+            .get(tp)
+            .and_then(|slot| lock(&slot.state).committed)
     }
 
-    /// Commits `offset` for `tp` if `member` owns it; `false` if fenced.
-    pub(super) fn commit(&self, member: u64, tp: &TopicPartition, offset: i64) -> bool {
-        if lock(&self.owners).get(tp) != Some(&member) {
-            return false;
+    /// The entry of `tp`, made on first use.
+    pub(super) fn slot(&self, tp: &TopicPartition) -> Arc<PartitionSlot> {
+        lock(&self.partitions)
+            .entry(tp.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn set_owner(&self, tp: &TopicPartition, owner: Option<u64>) {
+        lock(&self.slot(tp).state).owner = owner;
+    }
+
+    /// Commits `offset` to `slot` if `member` owns it; `false` if fenced.
+    pub(super) fn commit(&self, slot: &PartitionSlot, member: u64, offset: i64) -> bool {
+        {
+            let mut state = lock(&slot.state);
+            if state.owner != Some(member) {
+                return false;
+            }
+            state.committed = Some(offset);
         }
-        lock(&self.committed).insert(tp.clone(), offset);
-        self.commits.send_modify(|n| *n += 1);
+        // Wake waiters, if any (waking nobody still costs a walk over the watch's slots).
+        let watched = self.commits.receiver_count() > 0;
+        self.commits.send_if_modified(|n| {
+            *n += 1;
+            watched
+        });
         true
     }
 
@@ -110,9 +144,8 @@ impl Group {
         let mut members = self.members.lock().await;
         if let Some(i) = members.list.iter().position(|m| m.id == id) {
             let gone = members.list.remove(i);
-            let mut owners = lock(&self.owners);
             for tp in &gone.assigned {
-                owners.remove(tp);
+                self.set_owner(tp, None);
             }
         }
         self.revoke_all(&mut members).await;
@@ -134,9 +167,8 @@ impl Group {
                 .is_err()
             {
                 // The member is gone (dropped without leaving): forget it.
-                let mut owners = lock(&self.owners);
                 for tp in &partitions {
-                    owners.remove(tp);
+                    self.set_owner(tp, None);
                 }
                 return false;
             }
@@ -147,9 +179,8 @@ impl Group {
             if tokio::time::timeout(REVOKE_TIMEOUT, done).await.is_err() {
                 tracing::warn!(group = %self.name, member = id, "member did not finish its revoke in time");
             }
-            let mut owners = lock(&self.owners);
             for tp in &partitions {
-                owners.remove(tp);
+                self.set_owner(tp, None);
             }
         }
     }
@@ -188,12 +219,11 @@ impl Group {
                 }
             }
         }
-        let mut owners = lock(&self.owners);
         for member in &mut members.list {
             let feeds = plan.remove(&member.id).unwrap_or_default();
             member.assigned = feeds.iter().map(|f| f.tp().clone()).collect();
             for tp in &member.assigned {
-                owners.insert(tp.clone(), member.id);
+                self.set_owner(tp, Some(member.id));
             }
             // A member that is gone is found and dropped at the next rebalance.
             let _ = member.events.send(ConsumerEvent::Assigned(feeds));
