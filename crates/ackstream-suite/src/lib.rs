@@ -45,6 +45,7 @@ macro_rules! behaviour_suite {
             handler_cancelled_at_drain_deadline_is_not_committed,
             settle_after_revoke_changes_nothing,
             nack_after_delay_redelivers_later,
+            a_nack_delay_holds_back_only_its_partition,
             max_attempts_turns_nack_into_reject,
         );
         $crate::__concurrency_tests!([$(#[$attr])*] $fixture,

@@ -686,6 +686,68 @@ pub async fn nack_after_delay_redelivers_later<F: Fixture>(fx: &F) {
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
 }
 
+/// A nack's redelivery delay holds back only its own partition: while one partition waits out
+/// 200 ms, another keeps handling records.
+pub async fn a_nack_delay_holds_back_only_its_partition<F: Fixture>(fx: &F) {
+    const DELAY: Duration = Duration::from_millis(200);
+    let (topic, group) = (unique("delayiso"), unique("group"));
+    fx.create_topic(&topic, 2).await;
+    let broker = fx.connect();
+    publish_n(&broker, &topic, 0, 1).await;
+    publish_n(&broker, &topic, 1, 5).await;
+    // Partition 1 starts only once partition 0 has nacked, so its records are handled during
+    // the delay (all of them are fetched already: no fetch latency is measured).
+    let nacked = Arc::new(Notify::new());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let n = nacked.clone();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(
+            move |Partition(p): Partition, Attempt(attempt): Attempt, Offset(o): Offset| {
+                let (n, tx) = (n.clone(), tx.clone());
+                async move {
+                    if p == 1 && o == 0 {
+                        n.notified().await;
+                    }
+                    tx.send((p, attempt, Instant::now())).unwrap();
+                    if p == 0 && attempt == 1 {
+                        n.notify_one();
+                        return Err(NackMessage::after(DELAY).into());
+                    }
+                    Ok::<(), HandlerError>(())
+                }
+            },
+        );
+    let app = App::new(broker.clone()).spawn();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|(p, a, _)| (*p, *a) == (0, 2)) {
+        seen.push(rx.recv().await.unwrap());
+    }
+    app.shutdown().await.unwrap();
+    let nack = seen.iter().find(|(p, a, _)| (*p, *a) == (0, 1)).unwrap().2;
+    let retry = seen.last().unwrap().2;
+    let others: Vec<Instant> = seen
+        .iter()
+        .filter(|(p, _, _)| *p == 1)
+        .map(|(_, _, t)| *t)
+        .collect();
+    assert_eq!(
+        others.len(),
+        5,
+        "partition 1 finished while partition 0 waited"
+    );
+    assert!(others.iter().all(|t| *t < retry));
+    assert!(
+        retry - nack >= DELAY,
+        "redelivered after {:?}",
+        retry - nack
+    );
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
+    assert_eq!(fx.committed(&group, &topic, 1).await, Some(5));
+}
+
 /// With `max_attempts(n)`, the n-th nack of a record rejects it and the partition moves on.
 pub async fn max_attempts_turns_nack_into_reject<F: Fixture>(fx: &F) {
     let (topic, group) = (unique("attempts"), unique("group"));
