@@ -16,6 +16,7 @@ mod macros;
 
 pub mod backend;
 mod broker;
+pub mod dead_letter;
 mod error;
 pub mod event;
 pub mod extract;

@@ -140,23 +140,23 @@ impl KafkaMessage {
     /// Returns once the settle is recorded; the commit itself is coalesced and asynchronous
     /// (use [`commit`](Self::commit) to wait for it).
     pub async fn ack(&self) -> Result<SettleStatus, SettleError> {
-        Ok(self.settle(Disposition::Ack))
+        Ok(self.settle(Disposition::Ack).await)
     }
 
     /// Nacks: the partition is rewound to this record, which is delivered again (with every
     /// later record of the partition). After the subscriber's `max_attempts` it is rejected.
     pub async fn nack(&self) -> Result<SettleStatus, SettleError> {
-        Ok(self.settle(Disposition::Nack { delay: None }))
+        Ok(self.settle(Disposition::Nack { delay: None }).await)
     }
 
     /// Nacks with a delay before the partition is read again.
     pub async fn nack_after(&self, delay: Duration) -> Result<SettleStatus, SettleError> {
-        Ok(self.settle(Disposition::Nack { delay: Some(delay) }))
+        Ok(self.settle(Disposition::Nack { delay: Some(delay) }).await)
     }
 
     /// Rejects: finished but failed; committed past like ack.
     pub async fn reject(&self) -> Result<SettleStatus, SettleError> {
-        Ok(self.settle(Disposition::Reject))
+        Ok(self.settle(Disposition::Reject).await)
     }
 
     /// Commits every offset stored so far for this subscriber and waits for the broker's
@@ -170,9 +170,59 @@ impl KafkaMessage {
             .map_err(SettleError::Commit)
     }
 
-    fn settle(&self, disposition: Disposition) -> SettleStatus {
+    async fn settle(&self, disposition: Disposition) -> SettleStatus {
         let limit = self.0.partition.config.max_attempts;
-        self.settle_with_limit(disposition, limit)
+        let why = match disposition {
+            Disposition::Nack { .. } => "nacked by the handler with no attempts left",
+            _ => "rejected by the handler",
+        };
+        self.settle_for(disposition, limit, why).await
+    }
+
+    /// Settles, publishing a dead letter first when the settle rejects the record and the
+    /// subscriber has a dead-letter topic (see [`dead_letter`](crate::dead_letter)). `why`
+    /// goes into the dead letter. The first settle wins.
+    pub(crate) async fn settle_for(
+        &self,
+        disposition: Disposition,
+        attempt_limit: Option<u32>,
+        why: &str,
+    ) -> SettleStatus {
+        let d = &self.0;
+        let Some(dead_letters) = &d.partition.config.dead_letters else {
+            return self.settle_with_limit(disposition, attempt_limit);
+        };
+        let rejects = match disposition {
+            Disposition::Reject => true,
+            Disposition::Nack { .. } => attempt_limit.is_some_and(|limit| d.attempt >= limit),
+            Disposition::Ack => false,
+        };
+        if !rejects {
+            return self.settle_with_limit(disposition, attempt_limit);
+        }
+        if d.settled.swap(true, Ordering::AcqRel) {
+            return SettleStatus::AlreadySettled;
+        }
+        let (offset, id, attempt) = (d.record.offset, d.id, d.attempt);
+        match dead_letters.publish(&d.record, attempt, why).await {
+            Ok(_) => d
+                .partition
+                .apply(offset, id, attempt, Disposition::Reject, None),
+            Err(e) => {
+                tracing::error!(
+                    topic = %d.record.topic,
+                    partition = d.record.partition,
+                    offset,
+                    dead_letter_topic = %dead_letters.topic,
+                    error = %e,
+                    "dead letter not published: the record is nacked, not committed"
+                );
+                let retry = Disposition::Nack {
+                    delay: Some(crate::dead_letter::RETRY_DELAY),
+                };
+                d.partition.apply(offset, id, attempt, retry, None)
+            }
+        }
     }
 
     /// Settles with an explicit attempt limit for nacks (the runtime uses the decode-failure

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::backend::{OffsetStore, PartitionOffset};
+use crate::dead_letter::DeadLetters;
 use crate::event::{Event, Observer};
 use crate::interrupt::Disposition;
 use crate::record::TopicPartition;
@@ -35,6 +36,7 @@ pub enum SettleStatus {
 pub(crate) struct SettleConfig {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) observer: Option<Observer>,
+    pub(crate) dead_letters: Option<DeadLetters>,
 }
 
 #[derive(Debug)]

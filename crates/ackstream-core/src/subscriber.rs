@@ -53,6 +53,8 @@ pub struct SubscriberConfig {
     pub max_workers: Option<usize>,
     /// Which records of a partition may be in flight together.
     pub ordering: Ordering,
+    /// Where rejected records are published before they are committed past.
+    pub dead_letter_topic: Option<String>,
     /// Backend settings passed through as given (for Kafka: librdkafka configuration).
     pub settings: Vec<(String, String)>,
     /// Whether the handler reads record headers; a backend may skip decoding them if not.
@@ -93,6 +95,7 @@ pub struct SubscriberBuilder<B: Backend> {
     manual_cumulative: bool,
     max_workers: Option<usize>,
     ordering: Ordering,
+    dead_letter_topic: Option<String>,
     settings: Vec<(String, String)>,
 }
 
@@ -118,6 +121,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             manual_cumulative: false,
             max_workers: None,
             ordering: Ordering::Partition,
+            dead_letter_topic: None,
             settings: Vec::new(),
         }
     }
@@ -222,6 +226,16 @@ impl<B: Backend> SubscriberBuilder<B> {
         self
     }
 
+    /// Publishes every rejected record to `topic` (with headers naming where it came from, its
+    /// attempt and the last error: see [`dead_letter`](crate::dead_letter)) before committing
+    /// past it. A record rejected because it ran out of attempts (`max_attempts`) goes there
+    /// too. If the publish fails, the record is nacked instead: it stays uncommitted and is
+    /// delivered again, so nothing is dropped.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
     /// How long the group waits for a silent member before reassigning its partitions
     /// (Kafka's `session.timeout.ms`; the in-memory broker has no sessions).
     pub fn session_timeout(self, timeout: std::time::Duration) -> Self {
@@ -281,6 +295,14 @@ impl<B: Backend> SubscriberBuilder<B> {
                 reason: "a record needs at least one attempt".into(),
             });
         }
+        if let Some(dlq) = &self.dead_letter_topic
+            && (dlq.is_empty() || self.topics.contains(dlq))
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: "dead_letter_topic",
+                reason: format!("{dlq:?} is empty or one of the subscriber's own topics"),
+            });
+        }
         if self.max_workers == Some(0) {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_workers",
@@ -303,6 +325,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             manual_cumulative: self.manual_cumulative,
             max_workers: self.max_workers,
             ordering: self.ordering,
+            dead_letter_topic: self.dead_letter_topic.clone(),
             settings: self.settings.clone(),
             reads_headers: true,
         })
@@ -311,7 +334,8 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// Registers `handler` for this subscriber, or returns why the settings cannot work.
     pub fn try_handle<T: 'static, H: Handler<T>>(self, handler: H) -> Result<(), ConfigError> {
         let mut config = self.build_config()?;
-        config.reads_headers = H::READS_HEADERS;
+        // Dead letters carry the record's headers along.
+        config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
         self.core.register(Arc::new(HandlerSubscription {
             config: Arc::new(config),
             handler,

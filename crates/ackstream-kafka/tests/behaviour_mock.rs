@@ -96,6 +96,10 @@ impl Fixture for MockFixture {
         false
     }
 
+    fn refuses_invalid_topic_names(&self) -> bool {
+        false
+    }
+
     fn subscriber(&self, broker: &KafkaBroker, topic: &str) -> SubscriberBuilder<KafkaBackend> {
         broker
             .subscriber(topic)

@@ -37,6 +37,13 @@ pub trait Fixture: Send + Sync + 'static {
         true
     }
 
+    /// Whether the broker refuses topic names Kafka does not allow (Kafka and the in-memory
+    /// broker do; librdkafka's mock cluster accepts any name). The failing dead-letter scenario
+    /// relies on it to make publishing fail.
+    fn refuses_invalid_topic_names(&self) -> bool {
+        true
+    }
+
     /// Cases each property test runs against this broker: many where a case costs
     /// microseconds, a few where each joins a consumer group over the network.
     fn property_cases(&self) -> u64 {

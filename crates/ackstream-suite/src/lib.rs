@@ -47,6 +47,8 @@ macro_rules! behaviour_suite {
             nack_after_delay_redelivers_later,
             a_nack_delay_holds_back_only_its_partition,
             max_attempts_turns_nack_into_reject,
+            a_poison_record_moves_to_the_dead_letter_topic,
+            a_failing_dead_letter_publish_leaves_the_record_uncommitted,
         );
         $crate::__concurrency_tests!([$(#[$attr])*] $fixture,
             a_slow_partition_does_not_stall_the_others,

@@ -71,7 +71,7 @@ pub use ackstream_core::{
     DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header, Headers, IntoOutcome,
     KafkaMessage, NackAfter, NackMessage, OffsetReset, Ordering, Outcome, OutgoingRecord, Publish,
     Record, RecordPosition, RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder,
-    SubscriberConfig, TopicPartition, backend, event, extract, tracker,
+    SubscriberConfig, TopicPartition, backend, dead_letter, event, extract, tracker,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 

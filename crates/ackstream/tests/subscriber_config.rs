@@ -132,6 +132,8 @@ fn invalid_values_are_refused() {
         broker.subscriber("t").group_id("g").max_attempts(0),
         broker.subscriber("t").group_id("g").max_decode_attempts(0),
         broker.subscriber("t").group_id("g").max_workers(0),
+        broker.subscriber("t").group_id("g").dead_letter_topic(""),
+        broker.subscriber("t").group_id("g").dead_letter_topic("t"),
         broker.subscriber("t").group_id(""),
         broker.subscriber("").group_id("g"),
         broker

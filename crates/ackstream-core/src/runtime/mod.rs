@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, Consumer, ConsumerEvent, OffsetStore, PartitionFeed};
+use crate::dead_letter::DeadLetters;
 use crate::error::BackendError;
 use crate::event::Event;
 use crate::handler::Handler;
@@ -51,9 +52,17 @@ where
 {
     let mut consumer = backend.consumer(&config).await?;
     let offsets = consumer.offset_store();
+    let dead_letters = config.dead_letter_topic.as_deref().map(|topic| {
+        let backend = backend.clone();
+        DeadLetters::new(topic, move |record| {
+            let backend = backend.clone();
+            Box::pin(async move { backend.publish(record).await })
+        })
+    });
     let settle = Arc::new(SettleConfig {
         max_attempts: config.max_attempts,
         observer: ctx.observer.clone(),
+        dead_letters,
     });
     let group: Option<Arc<str>> = config.group_id.as_deref().map(Arc::from);
     let emit = |event: Event| {

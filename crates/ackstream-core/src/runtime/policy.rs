@@ -31,7 +31,7 @@ pub(super) async fn process<H: Handler<T>, T>(
             .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p))),
         Err(p) => Outcome::Panicked(panic_message(&*p)),
     };
-    resolve(msg, outcome, config);
+    resolve(msg, outcome, config).await;
 }
 
 /// What the policy does after a handler failure (an error or a panic).
@@ -44,16 +44,21 @@ fn on_failure(policy: AckPolicy) -> Option<Disposition> {
     }
 }
 
-fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
+async fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
     let policy = config.ack_policy;
     let ctx = msg.context();
+    let mut why = String::new();
     let (disposition, attempt_limit) = match outcome {
         Outcome::Success => match policy {
             AckPolicy::AckFirst | AckPolicy::Manual => (None, None),
             _ => (Some(Disposition::Ack), None),
         },
-        Outcome::Interrupted(d) => (Some(d), config.max_attempts),
+        Outcome::Interrupted(d) => {
+            why = format!("{d:?} interrupt from the handler");
+            (Some(d), config.max_attempts)
+        }
         Outcome::Failed(error) => {
+            why = format!("handler failed: {error}");
             tracing::warn!(
                 topic = msg.topic(),
                 partition = msg.partition(),
@@ -71,6 +76,7 @@ fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
             (on_failure(policy), config.max_attempts)
         }
         Outcome::Panicked(message) => {
+            why = format!("handler panicked: {message}");
             tracing::error!(
                 topic = msg.topic(),
                 partition = msg.partition(),
@@ -88,6 +94,7 @@ fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
             (on_failure(policy), config.max_attempts)
         }
         Outcome::Rejected(rejection) => {
+            why = format!("cannot be decoded: {rejection}");
             tracing::warn!(
                 topic = msg.topic(),
                 partition = msg.partition(),
@@ -112,7 +119,7 @@ fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
     };
     match disposition {
         Some(d) => {
-            msg.settle_with_limit(d, attempt_limit);
+            msg.settle_for(d, attempt_limit, &why).await;
         }
         None if policy == AckPolicy::Manual => msg.handler_returned(),
         None => {}

@@ -205,9 +205,7 @@ impl Topics {
                 "topic {name}: a topic needs at least one partition, not {partitions}"
             )));
         }
-        if name.is_empty() {
-            return Err(BackendError::new("a topic needs a name"));
-        }
+        check_topic_name(name)?;
         let mut topics = lock(&self.topics);
         if let Some(t) = topics.get(name) {
             if t.partitions.len() as i32 != partitions {
@@ -245,4 +243,20 @@ impl Topics {
             .get(usize::try_from(partition).ok()?)
             .cloned()
     }
+}
+
+/// Kafka's rules for topic names: 1 to 249 characters of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+fn check_topic_name(name: &str) -> Result<(), BackendError> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty()
+        || name.len() > 249
+        || name == "."
+        || name == ".."
+        || !name.chars().all(legal)
+    {
+        return Err(BackendError::new(format!(
+            "invalid topic name {name:?}: Kafka allows 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
 }
