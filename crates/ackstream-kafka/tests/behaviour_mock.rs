@@ -109,3 +109,20 @@ impl Fixture for MockFixture {
 }
 
 ackstream_suite::behaviour_suite!(MockFixture::new());
+
+/// A record above librdkafka's `message.max.bytes` (1 MB by default) is refused at publish with
+/// a clear error; nothing is sent.
+#[tokio::test]
+async fn a_10_mb_record_is_refused_at_publish_with_a_clear_error() {
+    let fx = MockFixture::new();
+    let topic = ackstream_suite::unique("big");
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    let err = broker
+        .publish(&topic, vec![b'x'; 10 * 1024 * 1024])
+        .partition(0)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.to_lowercase().contains("too large"), "{text}");
+}

@@ -17,6 +17,9 @@ mod json;
 mod metadata;
 mod payload;
 
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(feature = "json")]
 pub use json::Json;
 pub use metadata::{Attempt, Key, Offset, Partition, State};
