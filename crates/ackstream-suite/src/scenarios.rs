@@ -389,6 +389,66 @@ pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
     }
 }
 
+/// With librdkafka's `cooperative-sticky` assignment, a joining member takes partitions over
+/// incrementally (the first member keeps the rest without a pause); records published before,
+/// during and after the hand-over are each handled once and committed. (The in-memory broker
+/// ignores the setting and rebalances eagerly: the same outcome.)
+pub async fn cooperative_rebalance_hands_over_without_loss_or_repeats<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("coop"), unique("group"));
+    fx.create_topic(&topic, 4).await;
+    let (a, b) = (fx.connect(), fx.connect());
+    let ra = Recorder::attach(&a);
+    let rb = Recorder::attach_beside(&b, &ra);
+    for broker in [&a, &b] {
+        fx.subscriber(broker, &topic)
+            .group_id(&group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .auto_commit(false)
+            .config("partition.assignment.strategy", "cooperative-sticky")
+            .handle(|_: String| async {});
+    }
+    for partition in 0..4 {
+        publish_n(&a, &topic, partition, 5).await;
+    }
+    let app_a = App::new(a.clone()).spawn();
+    ra.wait_for("first 20 handled", |r| r.deliveries_of_topic(&topic) >= 20)
+        .await;
+    let app_b = App::new(b.clone()).spawn();
+    let rb2 = rb.clone();
+    ra.wait_for("partitions split between members", |r| {
+        let (x, y) = (r.assigned(&group), rb2.assigned(&group));
+        !x.is_empty() && !y.is_empty() && x.len() + y.len() == 4
+    })
+    .await;
+    for partition in 0..4 {
+        for i in 5..10 {
+            a.publish(&topic, format!("record-{i}"))
+                .partition(partition)
+                .await
+                .expect("publish");
+        }
+    }
+    let rb3 = rb.clone();
+    ra.wait_for("all 40 handled", |r| {
+        r.deliveries_of_topic(&topic) + rb3.deliveries_of_topic(&topic) >= 40
+    })
+    .await;
+    let (done_a, done_b) = tokio::join!(app_a.shutdown(), app_b.shutdown());
+    done_a.unwrap();
+    done_b.unwrap();
+    for partition in 0..4 {
+        let p = tp(&topic, partition);
+        for offset in 0..10 {
+            assert_eq!(
+                ra.deliveries(&p, offset) + rb.deliveries(&p, offset),
+                1,
+                "{p}@{offset}"
+            );
+        }
+        assert_eq!(fx.committed(&group, &topic, partition).await, Some(10));
+    }
+}
+
 /// Every consumer group sees every record.
 pub async fn every_group_sees_every_record<F: Fixture>(fx: &F) {
     let topic = unique("fanout");
