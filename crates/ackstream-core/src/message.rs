@@ -179,6 +179,21 @@ impl KafkaMessage {
         self.settle_for(disposition, limit, why).await
     }
 
+    /// Whether settling so would reject the record while the subscriber has a dead-letter topic.
+    pub(crate) fn dead_letters_on(
+        &self,
+        disposition: Disposition,
+        attempt_limit: Option<u32>,
+    ) -> bool {
+        let d = &self.0;
+        d.partition.config.dead_letters.is_some()
+            && match disposition {
+                Disposition::Reject => true,
+                Disposition::Nack { .. } => attempt_limit.is_some_and(|limit| d.attempt >= limit),
+                Disposition::Ack => false,
+            }
+    }
+
     /// Settles, publishing a dead letter first when the settle rejects the record and the
     /// subscriber has a dead-letter topic (see [`dead_letter`](crate::dead_letter)). `why`
     /// goes into the dead letter. The first settle wins.
@@ -192,12 +207,7 @@ impl KafkaMessage {
         let Some(dead_letters) = &d.partition.config.dead_letters else {
             return self.settle_with_limit(disposition, attempt_limit);
         };
-        let rejects = match disposition {
-            Disposition::Reject => true,
-            Disposition::Nack { .. } => attempt_limit.is_some_and(|limit| d.attempt >= limit),
-            Disposition::Ack => false,
-        };
-        if !rejects {
+        if !self.dead_letters_on(disposition, attempt_limit) {
             return self.settle_with_limit(disposition, attempt_limit);
         }
         if d.settled.swap(true, Ordering::AcqRel) {

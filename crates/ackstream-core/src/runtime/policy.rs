@@ -118,8 +118,12 @@ async fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig
         }
     };
     match disposition {
-        Some(d) => {
+        // Only a dead letter needs to wait for anything; every other settle is synchronous.
+        Some(d) if msg.dead_letters_on(d, attempt_limit) => {
             msg.settle_for(d, attempt_limit, &why).await;
+        }
+        Some(d) => {
+            msg.settle_with_limit(d, attempt_limit);
         }
         None if policy == AckPolicy::Manual => msg.handler_returned(),
         None => {}
