@@ -39,6 +39,7 @@ macro_rules! behaviour_suite {
             nack_redelivers_to_another_group_member,
             members_of_one_group_split_the_partitions,
             cooperative_rebalance_hands_over_without_loss_or_repeats,
+            revoke_during_in_flight_processing_commits_exactly_the_finished_prefix,
             every_group_sees_every_record,
             restart_resumes_from_the_committed_offset,
             latest_offset_reset_skips_earlier_records,

@@ -449,6 +449,73 @@ pub async fn cooperative_rebalance_hands_over_without_loss_or_repeats<F: Fixture
     }
 }
 
+/// A revoke that arrives while a handler is stuck: the member stops reading, waits for the
+/// handler until the drain deadline, cancels it, commits exactly the finished prefix, and only
+/// then lets the partition go; the next owner resumes at the stuck record, so nothing finished
+/// is handled twice and nothing unfinished is skipped.
+pub async fn revoke_during_in_flight_processing_commits_exactly_the_finished_prefix<F: Fixture>(
+    fx: &F,
+) {
+    let (topic, group) = (unique("revokeflight"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let (a, b) = (fx.connect(), fx.connect());
+    publish_n(&a, &topic, 0, 10).await;
+    let ra = Recorder::attach(&a);
+    let rb = Recorder::attach_beside(&b, &ra);
+    // Record 5 hangs the first time it is handled, whoever handles it.
+    let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for broker in [&a, &b] {
+        let hung = hung.clone();
+        fx.subscriber(broker, &topic)
+            .group_id(&group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .auto_commit(false)
+            .handle(move |Offset(o): Offset| {
+                let hung = hung.clone();
+                async move {
+                    if o == 5 && !hung.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+    }
+    let drain = Duration::from_millis(300);
+    let app_a = App::new(a.clone()).drain_timeout(drain).spawn();
+    let p = tp(&topic, 0);
+    ra.wait_for("record 5 in flight on the first member", |r| {
+        r.deliveries(&p, 5) == 1
+    })
+    .await;
+    let app_b = App::new(b.clone()).drain_timeout(drain).spawn();
+    let rb2 = rb.clone();
+    ra.wait_for("all 10 finished after the hand-over", |r| {
+        (0..10).all(|o| r.is_settled(&p, o) || rb2.is_settled(&p, o))
+    })
+    .await;
+    let (done_a, done_b) = tokio::join!(app_a.shutdown(), app_b.shutdown());
+    done_a.unwrap();
+    done_b.unwrap();
+    let deliveries = |o| ra.deliveries(&p, o) + rb.deliveries(&p, o);
+    assert_eq!(
+        deliveries(5),
+        2,
+        "the stuck record was cancelled and delivered again"
+    );
+    for o in 6..10 {
+        assert_eq!(
+            deliveries(o),
+            1,
+            "record {o} was not read while record 5 was stuck"
+        );
+    }
+    if fx.accepts_commits_while_rebalancing() {
+        for o in 0..5 {
+            assert_eq!(deliveries(o), 1, "record {o} was committed at the revoke");
+        }
+    }
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(10));
+}
+
 /// Every consumer group sees every record.
 pub async fn every_group_sees_every_record<F: Fixture>(fx: &F) {
     let topic = unique("fanout");
