@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{partition, policy};
 use crate::backend::PartitionFeed;
-use crate::event::Event;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
 use crate::ordering::Ordering;
@@ -194,19 +193,9 @@ pub(super) async fn run<F, H, T>(
             }
             next = feed.next(), if room => {
                 let Some(record) = next else { break 'read };
-                let delivered = match ctx.deliver(record.offset) {
-                    Ok(delivered) => delivered,
-                    Err(e) => {
-                        tracing::debug!(tp = %ctx.tp, offset = record.offset, reason = %e, "record not delivered");
-                        continue;
-                    }
+                let Some(msg) = partition::deliver(&ctx, record, None) else {
+                    continue;
                 };
-                let msg = KafkaMessage::new(record, delivered.id, delivered.attempt, ctx.clone());
-                ctx.emit(|| Event::Delivered {
-                    tp: ctx.tp.clone(),
-                    offset: msg.offset(),
-                    attempt: delivered.attempt,
-                });
                 if let Some((msg, lane)) = d.queue(msg) {
                     match &workers {
                         None => d.admit(msg, lane, None),

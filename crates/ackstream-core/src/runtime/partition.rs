@@ -11,6 +11,7 @@ use crate::backend::PartitionFeed;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
+use crate::record::Record;
 use crate::settle::PartitionContext;
 use crate::state::StateMap;
 use crate::subscriber::SubscriberConfig;
@@ -57,21 +58,9 @@ pub(super) async fn run<F, H, T>(
             },
         };
         let Some(record) = next else { return };
-        let delivered = match ctx.deliver(record.offset) {
-            Ok(d) => d,
-            Err(e) => {
-                // A rewind is pending (the record will be read again) or the backend handed
-                // over a record the tracker cannot accept: skip it, it is not committed.
-                tracing::debug!(tp = %ctx.tp, offset = record.offset, reason = %e, "record not delivered");
-                continue;
-            }
+        let Some(msg) = deliver(&ctx, record, spare.take()) else {
+            continue;
         };
-        let msg = KafkaMessage::renew(spare.take(), record, delivered.id, delivered.attempt, &ctx);
-        ctx.emit(|| Event::Delivered {
-            tp: ctx.tp.clone(),
-            offset: msg.offset(),
-            attempt: delivered.attempt,
-        });
         policy::process(&msg, &handler, &state, &config).await;
         spare = Some(msg);
         // The fast path above never yields on its own: take part in tokio's cooperative
@@ -79,6 +68,30 @@ pub(super) async fn run<F, H, T>(
         // steal them.
         tokio::task::coop::consume_budget().await;
     }
+}
+
+/// Hands `record` to the tracker and wraps it for the handler (reusing `spare`'s allocation if
+/// it can); `None` if the record is not to be handled: a rewind is pending (it will be read
+/// again) or the tracker cannot accept it. Such a record is not committed.
+pub(super) fn deliver(
+    ctx: &Arc<PartitionContext>,
+    record: Record,
+    spare: Option<KafkaMessage>,
+) -> Option<KafkaMessage> {
+    let delivered = match ctx.deliver(record.offset) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(tp = %ctx.tp, offset = record.offset, reason = %e, "record not delivered");
+            return None;
+        }
+    };
+    let msg = KafkaMessage::renew(spare, record, delivered.id, delivered.attempt, ctx);
+    ctx.emit(|| Event::Delivered {
+        tp: ctx.tp.clone(),
+        offset: msg.offset(),
+        attempt: delivered.attempt,
+    });
+    Some(msg)
 }
 
 /// Seeks, retrying while the backend refuses; `false` if stopped meanwhile. A partition that
