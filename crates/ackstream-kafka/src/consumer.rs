@@ -171,6 +171,10 @@ impl KafkaConsumer {
         // never joins (it does not subscribe) and never commits to.
         let group = config.group_id.as_deref().unwrap_or("ackstream-no-group");
         overrides.push(("group.id".into(), group.into()));
+        let given = settings.extra.iter().chain(&config.settings);
+        overrides.extend(crate::prefetch::defaults_unless_given(
+            given.map(|(k, _)| k.as_str()),
+        ));
         overrides.extend(config.settings.iter().cloned());
         let (tx, rx) = mpsc::unbounded_channel();
         let offsets = Arc::new(KafkaOffsets::new(settings.commit_batch));

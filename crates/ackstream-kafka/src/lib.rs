@@ -33,7 +33,9 @@
 //!   inboxes; each partition's handlers run on the async runtime, so one slow partition does not
 //!   stall the others. A full inbox leaves its partition's records in librdkafka, whose queue
 //!   limits (`queued.min.messages`, `queued.max.messages.kbytes`) then stop fetching it: memory
-//!   stays bounded.
+//!   stays bounded. librdkafka applies those limits per queue, so ackstream lowers their
+//!   defaults, with `fetch.max.bytes` and `fetch.queue.backoff.ms` (see the README's table);
+//!   anything given with `.config(..)` wins.
 //! - **headers** are decoded only for handlers with an argument that reads them (`Headers`,
 //!   `KafkaMessage`, or an extractor of your own): decoding them costs librdkafka about as much
 //!   as the rest of handing a record over.
@@ -49,6 +51,7 @@ mod feed;
 mod inbox;
 mod offsets;
 mod poller;
+mod prefetch;
 mod producer;
 
 pub use broker::{DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, KafkaBackend, KafkaBroker};
