@@ -176,7 +176,12 @@ impl KafkaMessage {
             Disposition::Nack { .. } => "nacked by the handler with no attempts left",
             _ => "rejected by the handler",
         };
-        self.settle_for(disposition, limit, why).await
+        if self.dead_letters_on(disposition, limit) {
+            // Boxed: only this path waits, and its publish state is large.
+            Box::pin(self.settle_for(disposition, limit, why)).await
+        } else {
+            self.settle_with_limit(disposition, limit)
+        }
     }
 
     /// Whether settling so would reject the record while the subscriber has a dead-letter topic.

@@ -232,10 +232,14 @@ impl OffsetTracker {
         if self.revoked {
             return Err(TrackerError::Revoked);
         }
-        let idx = self
-            .pending
-            .binary_search_by_key(&offset, |e| e.offset)
-            .map_err(|_| TrackerError::Stale)?;
+        // One record at a time per partition (the default) always settles the front.
+        let idx = match self.pending.front() {
+            Some(front) if front.offset == offset => 0,
+            _ => self
+                .pending
+                .binary_search_by_key(&offset, |e| e.offset)
+                .map_err(|_| TrackerError::Stale)?,
+        };
         let e = &self.pending[idx];
         if e.id != id || e.state == State::Finished {
             return Err(TrackerError::Stale);

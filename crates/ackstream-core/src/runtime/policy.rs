@@ -4,6 +4,7 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 
 use crate::AckPolicy;
 use crate::event::Event;
@@ -31,7 +32,9 @@ pub(super) async fn process<H: Handler<T>, T>(
             .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p))),
         Err(p) => Outcome::Panicked(panic_message(&*p)),
     };
-    resolve(msg, outcome, config).await;
+    if let Some(dead_letter) = resolve(msg, outcome, config) {
+        dead_letter.await;
+    }
 }
 
 /// What the policy does after a handler failure (an error or a panic).
@@ -44,7 +47,14 @@ fn on_failure(policy: AckPolicy) -> Option<Disposition> {
     }
 }
 
-async fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
+/// Settles `msg` as the policy says for `outcome`. Every settle is synchronous except one that
+/// publishes a dead letter first: that one is returned, boxed, for the caller to await (so the
+/// common path carries no publish state).
+fn resolve<'a>(
+    msg: &'a KafkaMessage,
+    outcome: Outcome,
+    config: &SubscriberConfig,
+) -> Option<BoxFuture<'a, ()>> {
     let policy = config.ack_policy;
     let ctx = msg.context();
     let mut why = String::new();
@@ -118,9 +128,10 @@ async fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig
         }
     };
     match disposition {
-        // Only a dead letter needs to wait for anything; every other settle is synchronous.
         Some(d) if msg.dead_letters_on(d, attempt_limit) => {
-            msg.settle_for(d, attempt_limit, &why).await;
+            return Some(Box::pin(async move {
+                msg.settle_for(d, attempt_limit, &why).await;
+            }));
         }
         Some(d) => {
             msg.settle_with_limit(d, attempt_limit);
@@ -128,6 +139,7 @@ async fn resolve(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig
         None if policy == AckPolicy::Manual => msg.handler_returned(),
         None => {}
     }
+    None
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -98,12 +98,11 @@ impl Group {
             }
             state.committed = Some(offset);
         }
-        // Wake waiters, if any (waking nobody still costs a walk over the watch's slots).
-        let watched = self.commits.receiver_count() > 0;
-        self.commits.send_if_modified(|n| {
-            *n += 1;
-            watched
-        });
+        // Wake waiters, if any: waking nobody still costs a walk over the watch's slots, and a
+        // receiver subscribed later starts from the current value anyway.
+        if self.commits.receiver_count() > 0 {
+            self.commits.send_modify(|n| *n += 1);
+        }
         true
     }
 
