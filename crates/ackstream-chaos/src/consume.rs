@@ -1,0 +1,70 @@
+//! `consume`: the consumer under test. It logs each processed id before the record is settled,
+//! so the log is a lower bound of what was processed whatever moment the process dies at.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ackstream::prelude::*;
+use ackstream_kafka::KafkaBroker;
+
+use crate::ChaosRecord;
+use crate::args::Args;
+
+/// The policy, concurrency and ordering issue 5 puts under test.
+const WORKERS: usize = 16;
+
+/// Append-only log of processed ids, one `write` per id: the kernel has it once `write`
+/// returns, so a kill -9 right after cannot lose it.
+#[derive(Debug)]
+struct ProcessedLog(File);
+
+impl ProcessedLog {
+    fn record(&self, id: u64) -> std::io::Result<()> {
+        (&self.0).write_all(format!("{id}\n").as_bytes())
+    }
+}
+
+pub(crate) async fn run(a: &Args) -> Result<(), String> {
+    let bootstrap = Args::required(&a.bootstrap, "--bootstrap")?;
+    let topic = Args::required(&a.topic, "--topic")?;
+    let group = Args::required(&a.group, "--group")?;
+    let path = Args::required(&a.log, "--log")?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    let log = Arc::new(ProcessedLog(file));
+    let (work, fail_every) = (Duration::from_millis(a.work_ms), a.fail_every);
+
+    // tansu joins a group in about half the session timeout; a killed member is noticed after it.
+    let broker = KafkaBroker::new(bootstrap)
+        .config("session.timeout.ms", "2000")
+        .config("heartbeat.interval.ms", "500");
+    broker
+        .subscriber(topic)
+        .group_id(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .max_workers(WORKERS)
+        .ordering(Ordering::Key)
+        .handle(move |Json(r): Json<ChaosRecord>, Attempt(attempt)| {
+            let log = log.clone();
+            async move {
+                tokio::time::sleep(work).await; // stands in for the handler's I/O
+                if r.id % fail_every == 0 && attempt == 1 {
+                    return Err(HandlerError::from("injected failure on a first attempt"));
+                }
+                // Logged before the handler returns, hence before the record is acked.
+                log.record(r.id)?;
+                Ok(())
+            }
+        });
+    App::new(broker)
+        .drain_timeout(Duration::from_secs(10))
+        .run()
+        .await
+        .map_err(|e| e.to_string())
+}
