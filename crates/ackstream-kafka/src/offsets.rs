@@ -176,3 +176,60 @@ impl OffsetStore for KafkaOffsets {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets_of(tpl: &TopicPartitionList) -> Vec<(i32, i64)> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sent_offset_is_not_sent_again_until_it_moves() {
+        let offsets = KafkaOffsets::new(100);
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.store(5);
+        assert_eq!(offsets_of(&offsets.take(false)), [(0, 5)]);
+        assert_eq!(offsets_of(&offsets.take(false)), []);
+        slot.store(7);
+        assert_eq!(offsets_of(&offsets.take(false)), [(0, 7)]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_sent_again_by_the_next_one() {
+        let offsets = KafkaOffsets::new(100);
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.store(5);
+        let failed = offsets.take(false);
+        offsets.on_commit_result(Err(rdkafka::error::KafkaError::Canceled), &failed);
+        assert_eq!(offsets_of(&offsets.take(false)), [(0, 5)]);
+    }
+
+    #[test]
+    fn a_failure_of_an_older_commit_does_not_resend_a_newer_offset_twice() {
+        let offsets = KafkaOffsets::new(100);
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.store(5);
+        let older = offsets.take(false);
+        slot.store(9);
+        assert_eq!(offsets_of(&offsets.take(false)), [(0, 9)]);
+        offsets.on_commit_result(Err(rdkafka::error::KafkaError::Canceled), &older);
+        assert_eq!(offsets_of(&offsets.take(false)), []);
+    }
+
+    #[test]
+    fn a_released_partition_is_not_committed() {
+        let offsets = KafkaOffsets::new(100);
+        let tp = TopicPartition::new("t", 0);
+        offsets.partition(&tp).store(5);
+        offsets.release(std::slice::from_ref(&tp));
+        assert_eq!(offsets_of(&offsets.take(true)), []);
+    }
+}

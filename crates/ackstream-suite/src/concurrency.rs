@@ -444,8 +444,9 @@ async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
 }
 
 /// Replays the events: a store of offset `o` needs every record below `o` finished. A store is
-/// reported just before the settle that caused it (both under the partition's lock).
-fn check_commit_rule(events: &[Event], case: &str) {
+/// reported just before the settle that caused it (both under the partition's lock). Panics,
+/// naming `case`, at the first store that breaks the rule.
+pub fn check_commit_rule(events: &[Event], case: &str) {
     let mut finished: HashMap<TopicPartition, BTreeSet<i64>> = HashMap::new();
     for (i, event) in events.iter().enumerate() {
         match event {

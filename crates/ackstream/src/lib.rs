@@ -79,7 +79,7 @@ pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 pub mod prelude {
     #[cfg(feature = "json")]
     pub use crate::extract::Json;
-    pub use crate::extract::{Attempt, Key, Partition, State};
+    pub use crate::extract::{Attempt, Key, Offset, Partition, State};
     pub use crate::{
         AckMessage, AckPolicy, App, Broker, HandlerError, Headers, KafkaMessage, NackMessage,
         OffsetReset, Ordering, RejectMessage,
