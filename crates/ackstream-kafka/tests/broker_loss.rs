@@ -77,7 +77,7 @@ async fn a_broker_that_disappears_mid_run_pauses_progress_and_loses_nothing() {
                         if id == HELD && handled.lock().unwrap().get(&id).is_none() {
                             let _ = held_at.set((p, o));
                             entered.notify_one();
-                            let _ = release.acquire().await.expect("open").forget();
+                            release.acquire().await.expect("open").forget();
                         }
                         *handled.lock().unwrap().entry(id).or_default() += 1;
                     }
