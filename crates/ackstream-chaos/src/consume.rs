@@ -27,6 +27,13 @@ impl ProcessedLog {
 }
 
 pub(crate) async fn run(a: &Args) -> Result<(), String> {
+    // What the runtime does around rebalances and failures, to the member's own output file.
+    let filter =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,ackstream_core::runtime=debug".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
     let bootstrap = Args::required(&a.bootstrap, "--bootstrap")?;
     let topic = Args::required(&a.topic, "--topic")?;
     let group = Args::required(&a.group, "--group")?;

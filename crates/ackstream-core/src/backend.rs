@@ -92,6 +92,14 @@ pub trait PartitionFeed: Send + 'static {
     /// Rewinds the feed so `offset` is the next record returned. Records already fetched past
     /// it are discarded.
     fn seek(&mut self, offset: i64) -> Result<(), BackendError>;
+
+    /// Attempt counts of nacked records that the partition's previous owner handed over
+    /// ([`PartitionOffset::carry_attempts`]), read when the partition was assigned, so a
+    /// record's attempts survive a move to another member. Empty if the backend cannot carry
+    /// them.
+    fn carried_attempts(&self) -> Vec<(i64, u32)> {
+        Vec::new()
+    }
 }
 
 /// Takes committable offsets and commits them.
@@ -114,6 +122,74 @@ pub trait PartitionOffset: Send + Sync + 'static {
     /// Called on the hot path each time the finished prefix moves, with increasing offsets:
     /// must be cheap; the backend coalesces the actual commits.
     fn store(&self, offset: i64);
+
+    /// Hands the attempt counts of nacked records (offset, attempts so far) at or after
+    /// `offset` (the committable offset) over to whoever owns the partition next: they go with
+    /// the partition's commits from now on, and its next owner reads them at assignment
+    /// ([`PartitionFeed::carried_attempts`]). Called on a nack. Backends that cannot carry them
+    /// ignore it, and attempts are then counted per member.
+    fn carry_attempts(&self, offset: i64, attempts: &[(i64, u32)]) {
+        let _ = (offset, attempts);
+    }
+}
+
+/// The text form of carried attempt counts, for backends that keep them in a string (Kafka's
+/// commit metadata): `ackstream.attempts=OFFSET:COUNT,...`.
+pub mod carried {
+    const PREFIX: &str = "ackstream.attempts=";
+
+    /// Encodes attempt counts.
+    ///
+    /// ```
+    /// use ackstream_core::backend::carried;
+    /// let text = carried::encode(&[(12, 2), (15, 1)]);
+    /// assert_eq!(text, "ackstream.attempts=12:2,15:1");
+    /// assert_eq!(carried::decode(&text), [(12, 2), (15, 1)]);
+    /// ```
+    pub fn encode(attempts: &[(i64, u32)]) -> String {
+        let pairs: Vec<String> = attempts.iter().map(|(o, n)| format!("{o}:{n}")).collect();
+        format!("{PREFIX}{}", pairs.join(","))
+    }
+
+    /// Decodes attempt counts; text that is not ours (another tool's commit metadata) or a
+    /// malformed pair gives nothing for it, never an error: a count lost is only a count
+    /// restarted.
+    pub fn decode(text: &str) -> Vec<(i64, u32)> {
+        let Some(pairs) = text.strip_prefix(PREFIX) else {
+            return Vec::new();
+        };
+        pairs
+            .split(',')
+            .filter_map(|pair| {
+                let (offset, count) = pair.split_once(':')?;
+                Some((offset.parse().ok()?, count.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn foreign_or_malformed_metadata_carries_nothing_and_never_fails() {
+            assert_eq!(decode(""), []);
+            assert_eq!(decode("some other tool"), []);
+            assert_eq!(decode("ackstream.attempts=x:1,5:2,7:-1,9"), [(5, 2)]);
+        }
+
+        proptest::proptest! {
+            #[test]
+            fn what_is_encoded_decodes(attempts: Vec<(i64, u32)>) {
+                proptest::prop_assert_eq!(decode(&encode(&attempts)), attempts);
+            }
+
+            #[test]
+            fn any_text_decodes_without_panicking(text: String) {
+                let _ = decode(&text);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn PartitionOffset {

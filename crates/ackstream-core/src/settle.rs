@@ -108,6 +108,13 @@ impl PartitionContext {
         self.ledger().tracker.deliver(offset)
     }
 
+    /// Takes in the attempt counts the partition's previous owner handed over.
+    pub(crate) fn carry_in(&self, attempts: &[(i64, u32)]) {
+        if !attempts.is_empty() {
+            self.ledger().tracker.carry_in(attempts);
+        }
+    }
+
     pub(crate) fn take_rewind(&self) -> Option<Rewind> {
         if !self.rewind_pending.load(Ordering::Acquire) {
             return None;
@@ -209,6 +216,10 @@ impl PartitionContext {
             },
             Disposition::Nack { delay } => match ledger.tracker.nack(offset, id) {
                 Ok(rewind_to) => {
+                    // Counted attempts go with the commits, so another member continues them.
+                    if let Some((at, attempts)) = ledger.tracker.carry_out() {
+                        self.offset.carry_attempts(at, &attempts);
+                    }
                     let rewind = match ledger.rewind.take() {
                         Some(r) if r.offset < rewind_to => r,
                         _ => Rewind {

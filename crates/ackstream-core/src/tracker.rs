@@ -25,6 +25,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
+/// The most attempt counts [`OffsetTracker::carry_out`] hands over (Kafka keeps them in a
+/// commit's metadata, 4 KB by default).
+pub const CARRY_MAX: usize = 32;
+
 /// Identifies one delivery of one record, so a settle from an old delivery (before a nack rewound
 /// the partition, or before a revoke) cannot settle a newer delivery of the same offset.
 pub type DeliveryId = u64;
@@ -107,6 +111,8 @@ pub struct OffsetTracker {
     next_id: DeliveryId,
     /// Attempts so far of records that were nacked and not yet finished.
     nacked: HashMap<i64, u32>,
+    /// The first offset delivered (where this assignment started reading).
+    start: Option<i64>,
     revoked: bool,
     cumulative: bool,
 }
@@ -143,6 +149,9 @@ impl OffsetTracker {
                 offset,
                 after: after - 1,
             });
+        }
+        if self.start.is_none() {
+            self.start = Some(offset);
         }
         let attempt = if self.nacked.is_empty() {
             1
@@ -195,6 +204,41 @@ impl OffsetTracker {
         self.nacked.insert(offset, attempt);
         self.pending.truncate(idx);
         Ok(offset)
+    }
+
+    /// Takes in attempt counts a previous owner of the partition carried out (see
+    /// [`carry_out`](Self::carry_out)): such a record is delivered next with its count + 1.
+    ///
+    /// ```
+    /// use ackstream_core::tracker::OffsetTracker;
+    /// let mut t = OffsetTracker::new();
+    /// t.carry_in(&[(7, 2)]);
+    /// assert_eq!(t.deliver(7).unwrap().attempt, 3);
+    /// ```
+    pub fn carry_in(&mut self, attempts: &[(i64, u32)]) {
+        for &(offset, count) in attempts {
+            if count > 0 && self.position.is_none_or(|p| offset >= p) {
+                let n = self.nacked.entry(offset).or_insert(0);
+                *n = (*n).max(count);
+            }
+        }
+    }
+
+    /// What to hand over to the partition's next owner, with a commit: the offset to commit
+    /// (the committable offset, or the first delivered one if nothing finished yet) and the
+    /// attempt counts of the nacked records at or after it, lowest offsets first, at most
+    /// [`CARRY_MAX`] of them. `None` before the first delivery.
+    pub fn carry_out(&self) -> Option<(i64, Vec<(i64, u32)>)> {
+        let at = self.position.or(self.start)?;
+        let mut attempts: Vec<(i64, u32)> = self
+            .nacked
+            .iter()
+            .filter(|&(&offset, _)| offset >= at)
+            .map(|(&offset, &count)| (offset, count))
+            .collect();
+        attempts.sort_unstable();
+        attempts.truncate(CARRY_MAX);
+        Some((at, attempts))
     }
 
     /// Fences the tracker after its partition was revoked and returns the final committable offset.

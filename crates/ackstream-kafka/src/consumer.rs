@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ackstream_core::backend::{ConsumerEvent, NoCommit, OffsetStore, RevokeAck};
+use ackstream_core::backend::{ConsumerEvent, NoCommit, OffsetStore, RevokeAck, carried};
 use ackstream_core::{BackendError, OffsetReset, SubscriberConfig, TopicPartition};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -26,6 +26,9 @@ pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
 type EventSender = mpsc::UnboundedSender<ConsumerEvent<KafkaFeed>>;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an assignment waits for the group's committed offsets and their metadata (the
+/// attempt counts handed over); past it, counts restart for this assignment.
+const CARRIED_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -80,13 +83,55 @@ impl DriverContext {
     /// Splits each new partition into its own queue (before librdkafka fetches it) with an
     /// inbox, and hands their feeds to the runtime.
     fn assigned(&self, tpl: &TopicPartitionList) {
-        let feeds = self.open(partitions(tpl));
+        let tps = partitions(tpl);
+        let carried = self.carried(&tps);
+        let feeds = self.open(tps, carried);
         if let Some(events) = self.sender() {
             let _ = events.send(ConsumerEvent::Assigned(feeds));
         }
     }
 
-    fn open(&self, tps: Vec<TopicPartition>) -> Vec<KafkaFeed> {
+    /// The attempt counts the group's commits of `tps` carry (see
+    /// [`PartitionOffset::carry_attempts`](ackstream_core::backend::PartitionOffset)), of
+    /// records not below the committed offsets. Empty on failure: a count lost is only a count
+    /// restarted.
+    fn carried(&self, tps: &[TopicPartition]) -> HashMap<TopicPartition, Vec<(i64, u32)>> {
+        let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
+            return HashMap::new();
+        };
+        let mut tpl = TopicPartitionList::new();
+        for tp in tps {
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        let committed = match consumer.committed_offsets(tpl, CARRIED_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; attempt counts restart");
+                return HashMap::new();
+            }
+        };
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let Offset::Offset(at) = e.offset() else {
+                    return None;
+                };
+                let attempts: Vec<(i64, u32)> = carried::decode(e.metadata())
+                    .into_iter()
+                    .filter(|&(offset, _)| offset >= at)
+                    .collect();
+                let tp = TopicPartition::new(e.topic(), e.partition());
+                (!attempts.is_empty()).then_some((tp, attempts))
+            })
+            .collect()
+    }
+
+    fn open(
+        &self,
+        tps: Vec<TopicPartition>,
+        mut carried: HashMap<TopicPartition, Vec<(i64, u32)>>,
+    ) -> Vec<KafkaFeed> {
         let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
             return Vec::new();
         };
@@ -101,11 +146,12 @@ impl DriverContext {
             let wakeup = self.wakeup.clone();
             queue.set_nonempty_callback(move || wakeup.wake());
             let inbox = Arc::new(Inbox::new(tp.clone()));
+            let attempts = carried.remove(&tp).unwrap_or_default();
             if let Some(old) = inboxes.insert(tp, inbox.clone()) {
                 old.close();
             }
             sources.push(Source::new(inbox.clone(), queue));
-            feeds.push(KafkaFeed::new(inbox, self.wakeup.clone()));
+            feeds.push(KafkaFeed::new(inbox, self.wakeup.clone()).with_carried(attempts));
         }
         drop(sources);
         self.wakeup.wake();
@@ -302,7 +348,7 @@ async fn assign_all(
     consumer
         .assign(&tpl)
         .map_err(|e| BackendError::with_source("cannot assign partitions", e))?;
-    let feeds = consumer.context().open(tps);
+    let feeds = consumer.context().open(tps, HashMap::new());
     let _ = events.send(ConsumerEvent::Assigned(feeds));
     Ok(())
 }

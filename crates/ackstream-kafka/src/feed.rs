@@ -17,6 +17,8 @@ pub struct KafkaFeed {
     wakeup: Arc<Wakeup>,
     /// Records taken from the inbox, not yet returned.
     taken: VecDeque<Record>,
+    /// Attempt counts the partition's previous owner handed over.
+    carried: Vec<(i64, u32)>,
 }
 
 impl std::fmt::Debug for KafkaFeed {
@@ -34,7 +36,13 @@ impl KafkaFeed {
             inbox,
             wakeup,
             taken: VecDeque::new(),
+            carried: Vec::new(),
         }
+    }
+
+    pub(crate) fn with_carried(mut self, carried: Vec<(i64, u32)>) -> Self {
+        self.carried = carried;
+        self
     }
 
     /// Takes everything in the inbox; `false` if it is empty.
@@ -84,6 +92,10 @@ impl PartitionFeed for KafkaFeed {
         drop(state);
         self.wakeup.seek(self.inbox.clone());
         Ok(())
+    }
+
+    fn carried_attempts(&self) -> Vec<(i64, u32)> {
+        self.carried.clone()
     }
 }
 

@@ -30,6 +30,11 @@ struct Slot {
     moves: AtomicUsize,
     batch: usize,
     batch_full: Arc<Notify>,
+    /// Attempt counts handed over to the partition's next owner, as commit metadata (every
+    /// commit carries it: Kafka replaces a partition's metadata with each commit), and how
+    /// often it changed.
+    carried: Mutex<Option<Arc<str>>>,
+    carried_version: AtomicUsize,
 }
 
 impl PartitionOffset for Slot {
@@ -39,6 +44,15 @@ impl PartitionOffset for Slot {
             self.batch_full.notify_one();
         }
     }
+
+    fn carry_attempts(&self, offset: i64, attempts: &[(i64, u32)]) {
+        let text = ackstream_core::backend::carried::encode(attempts);
+        *self.carried.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.into());
+        self.carried_version.fetch_add(1, Ordering::Release);
+        // Nothing may be stored yet (a nack of the first record): commit where reading began.
+        self.offset.fetch_max(offset, Ordering::AcqRel);
+        self.batch_full.notify_one();
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +60,8 @@ struct Entry {
     slot: Arc<Slot>,
     /// The offset last handed to a commit (`NONE` after a failure, so it is sent again).
     sent: i64,
+    /// The slot's `carried_version` last handed to a commit.
+    sent_carried: usize,
 }
 
 /// The committable offsets of one consumer.
@@ -81,10 +97,19 @@ impl KafkaOffsets {
         let mut tpl = TopicPartitionList::new();
         for (tp, entry) in self.entries().iter_mut() {
             entry.slot.moves.store(0, Ordering::Relaxed);
+            let version = entry.slot.carried_version.load(Ordering::Acquire);
             let offset = entry.slot.offset.load(Ordering::Acquire);
-            if offset != NONE && (all || offset != entry.sent) {
+            if offset != NONE && (all || offset != entry.sent || version != entry.sent_carried) {
                 entry.sent = offset;
+                entry.sent_carried = version;
                 let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset));
+                let carried = entry.slot.carried.lock().unwrap_or_else(|p| p.into_inner());
+                if let (Some(text), Some(mut e)) = (
+                    carried.as_ref(),
+                    tpl.find_partition(&tp.topic, tp.partition),
+                ) {
+                    e.set_metadata(&**text);
+                }
             }
         }
         tpl
@@ -154,10 +179,13 @@ impl OffsetStore for KafkaOffsets {
             moves: AtomicUsize::new(0),
             batch: self.batch,
             batch_full: self.batch_full.clone(),
+            carried: Mutex::new(None),
+            carried_version: AtomicUsize::new(0),
         });
         let entry = Entry {
             slot: slot.clone(),
             sent: NONE,
+            sent_carried: 0,
         };
         // A partition assigned again gets a fresh slot: nothing stored during its previous
         // assignment is committed on its behalf.
@@ -222,6 +250,33 @@ mod tests {
         assert_eq!(offsets_of(&offsets.take(false)), [(0, 9)]);
         offsets.on_commit_result(Err(rdkafka::error::KafkaError::Canceled), &older);
         assert_eq!(offsets_of(&offsets.take(false)), []);
+    }
+
+    #[test]
+    fn carried_attempts_go_with_every_commit_from_then_on() {
+        let offsets = KafkaOffsets::new(100);
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.store(5);
+        let metadata = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| e.metadata().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(metadata(&offsets.take(false)), [""]);
+        // A nack at the committable offset: the offset did not move, the commit is sent anyway.
+        slot.carry_attempts(5, &[(5, 2)]);
+        assert_eq!(metadata(&offsets.take(false)), ["ackstream.attempts=5:2"]);
+        slot.store(6);
+        assert_eq!(metadata(&offsets.take(false)), ["ackstream.attempts=5:2"]);
+    }
+
+    #[test]
+    fn a_nack_before_anything_was_stored_commits_where_reading_began() {
+        let offsets = KafkaOffsets::new(100);
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.carry_attempts(3, &[(3, 1)]);
+        assert_eq!(offsets_of(&offsets.take(false)), [(0, 3)]);
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub trait Fixture: Send + Sync + 'static {
         true
     }
 
+    /// Whether the broker keeps the metadata of committed offsets (Kafka, librdkafka's mock
+    /// cluster and the in-memory broker do; tansu 0.6 accepts it and returns none). ackstream
+    /// hands attempt counts over to a partition's next owner in it; without it they restart.
+    fn keeps_commit_metadata(&self) -> bool {
+        true
+    }
+
     /// Cases each property test runs against this broker: many where a case costs
     /// microseconds, a few where each joins a consumer group over the network.
     fn property_cases(&self) -> u64 {

@@ -49,6 +49,7 @@ macro_rules! behaviour_suite {
             nack_after_delay_redelivers_later,
             a_nack_delay_holds_back_only_its_partition,
             max_attempts_turns_nack_into_reject,
+            attempts_survive_a_move_to_another_member,
             a_poison_record_moves_to_the_dead_letter_topic,
             a_failing_dead_letter_publish_leaves_the_record_uncommitted,
         );

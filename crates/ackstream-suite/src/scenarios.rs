@@ -989,7 +989,9 @@ pub async fn a_failing_dead_letter_publish_leaves_the_record_uncommitted<F: Fixt
         recorder.stored(&p).is_empty(),
         "nothing committable past record 0"
     );
-    assert_eq!(fx.committed(&group, &topic, 0).await, None);
+    // Committing 0 (to hand the attempt count over) claims nothing.
+    let committed = fx.committed(&group, &topic, 0).await;
+    assert!(matches!(committed, None | Some(0)), "{committed:?}");
 }
 
 /// With `max_attempts(n)`, the n-th nack of a record rejects it and the partition moves on.
@@ -1019,4 +1021,82 @@ pub async fn max_attempts_turns_nack_into_reject<F: Fixture>(fx: &F) {
     assert_eq!(recorder.deliveries(&p, 0), 3);
     assert_eq!(recorder.settles(&p, 0).last(), Some(&Disposition::Reject));
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(2));
+}
+
+/// A record's attempts survive a move to another member: the first member nacks it twice and
+/// stops during the third attempt; the second member goes on from attempt 3 and, with a limit of
+/// 4, rejects it after its fourth attempt (without the hand-over it would start again at 1).
+pub async fn attempts_survive_a_move_to_another_member<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("carried"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let first = fx.connect();
+    publish_n(&first, &topic, 0, 1).await;
+    let first_rec = Recorder::attach(&first);
+    fx.subscriber(&first, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_attempts(4)
+        .handle(|Attempt(attempt): Attempt, _: String| async move {
+            if attempt >= 3 {
+                // Still running when the member stops: cancelled, neither settled nor counted.
+                std::future::pending::<()>().await;
+            }
+            Err::<(), _>(HandlerError::from("poison"))
+        });
+    let first_app = App::new(first.clone())
+        .drain_timeout(Duration::from_millis(100))
+        .spawn();
+    let p = tp(&topic, 0);
+    first_rec
+        .wait_for("the third attempt under way", |r| r.deliveries(&p, 0) == 3)
+        .await;
+    first_app.shutdown().await.unwrap();
+    assert_eq!(
+        first_rec.settles(&p, 0),
+        [Disposition::Nack { delay: None }; 2]
+    );
+
+    let second = fx.connect();
+    let second_rec = Recorder::attach(&second);
+    fx.subscriber(&second, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_attempts(4)
+        .handle(|_: String| async { Err::<(), _>(HandlerError::from("poison")) });
+    let second_app = App::new(second.clone()).spawn();
+    second_rec
+        .wait_for("the record rejected at its attempt limit", |r| {
+            r.settles(&p, 0).last() == Some(&Disposition::Reject)
+        })
+        .await;
+    second_app.shutdown().await.unwrap();
+    let attempts: Vec<u32> = second_rec
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ackstream::event::Event::Delivered {
+                tp,
+                offset: 0,
+                attempt,
+                ..
+            } if *tp == p => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    if fx.keeps_commit_metadata() {
+        assert_eq!(attempts, [3, 4], "the second member continued the count");
+    } else {
+        // The count travels in commit metadata; this broker drops it, so the count restarts
+        // (and the limit still holds per member).
+        eprintln!(
+            "{}: commit metadata not kept; attempts restart on a move",
+            fx.name()
+        );
+        assert_eq!(attempts, [1, 2, 3, 4]);
+    }
+    if fx.accepts_commits_while_rebalancing() {
+        assert_eq!(fx.committed(&group, &topic, 0).await, Some(1));
+    }
 }

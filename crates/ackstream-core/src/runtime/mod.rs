@@ -94,6 +94,7 @@ where
                         settle.clone(),
                         config.manual_cumulative,
                     ));
+                    pctx.carry_in(&feed.carried_attempts());
                     // A child of the app's token: shutdown stops fetching at once, everywhere.
                     let stop = ctx.shutdown.child_token();
                     let task = if one_at_a_time {

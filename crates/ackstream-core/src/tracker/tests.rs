@@ -2,6 +2,43 @@ use super::*;
 use proptest::prelude::*;
 
 #[test]
+fn carry_out_hands_over_the_nacked_counts_at_or_after_the_committable_offset() {
+    let mut t = OffsetTracker::new();
+    assert_eq!(
+        t.carry_out(),
+        None,
+        "nothing delivered, nothing to hand over"
+    );
+    let a = t.deliver(5).unwrap();
+    let b = t.deliver(6).unwrap();
+    t.nack(6, b.id).unwrap();
+    // Nothing finished: committed where reading began, with 6's count.
+    assert_eq!(t.carry_out(), Some((5, vec![(6, 1)])));
+    t.finish(5, a.id).unwrap();
+    let b = t.deliver(6).unwrap();
+    assert_eq!(b.attempt, 2);
+    t.nack(6, b.id).unwrap();
+    assert_eq!(t.carry_out(), Some((6, vec![(6, 2)])));
+    let b = t.deliver(6).unwrap();
+    t.finish(6, b.id).unwrap();
+    assert_eq!(
+        t.carry_out(),
+        Some((7, vec![])),
+        "a finished record's count is dropped"
+    );
+}
+
+#[test]
+fn carried_counts_below_the_committable_offset_are_ignored() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(5).unwrap();
+    t.finish(5, a.id).unwrap();
+    t.carry_in(&[(4, 3), (6, 2), (7, 0)]);
+    assert_eq!(t.deliver(6).unwrap().attempt, 3);
+    assert_eq!(t.deliver(7).unwrap().attempt, 1);
+}
+
+#[test]
 fn in_order_acks_advance_one_by_one() {
     let mut t = OffsetTracker::new();
     let a = t.deliver(0).unwrap();

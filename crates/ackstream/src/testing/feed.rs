@@ -24,6 +24,8 @@ pub struct MemoryFeed {
     buffer: VecDeque<Record>,
     end: watch::Receiver<i64>,
     group: Option<Arc<str>>,
+    /// Attempt counts the partition's previous owner handed over.
+    carried: Vec<(i64, u32)>,
 }
 
 impl MemoryFeed {
@@ -34,7 +36,13 @@ impl MemoryFeed {
             position: from,
             buffer: VecDeque::new(),
             group,
+            carried: Vec::new(),
         }
+    }
+
+    pub(super) fn with_carried(mut self, carried: Vec<(i64, u32)>) -> Self {
+        self.carried = carried;
+        self
     }
 
     pub(super) fn tp(&self) -> &TopicPartition {
@@ -88,6 +96,10 @@ impl PartitionFeed for MemoryFeed {
         self.return_buffer();
         self.position = offset;
         Ok(())
+    }
+
+    fn carried_attempts(&self) -> Vec<(i64, u32)> {
+        self.carried.clone()
     }
 }
 
@@ -175,6 +187,13 @@ struct MemberPartition {
 impl PartitionOffset for MemberPartition {
     fn store(&self, offset: i64) {
         if !self.group.commit(&self.slot, self.member, offset) {
+            let tp = &self.tp;
+            tracing::warn!(%tp, offset, "commit refused: partition no longer owned by this member");
+        }
+    }
+
+    fn carry_attempts(&self, offset: i64, attempts: &[(i64, u32)]) {
+        if !self.group.carry(&self.slot, self.member, offset, attempts) {
             let tp = &self.tp;
             tracing::warn!(%tp, offset, "commit refused: partition no longer owned by this member");
         }

@@ -47,6 +47,8 @@ pub(super) struct PartitionSlot {
 struct SlotState {
     owner: Option<u64>,
     committed: Option<i64>,
+    /// Attempt counts handed over with the commits (as Kafka keeps them in commit metadata).
+    carried: Vec<(i64, u32)>,
 }
 
 /// One consumer group.
@@ -104,6 +106,38 @@ impl Group {
             self.commits.send_modify(|n| *n += 1);
         }
         true
+    }
+
+    /// Like [`commit`](Self::commit), handing `attempts` over to the partition's next owner.
+    pub(super) fn carry(
+        &self,
+        slot: &PartitionSlot,
+        member: u64,
+        offset: i64,
+        attempts: &[(i64, u32)],
+    ) -> bool {
+        {
+            let mut state = lock(&slot.state);
+            if state.owner != Some(member) {
+                return false;
+            }
+            state.carried = attempts.to_vec();
+        }
+        self.commit(slot, member, offset)
+    }
+
+    /// The attempt counts carried with `tp`'s commits, of records not below its committed
+    /// offset.
+    fn carried(&self, tp: &TopicPartition) -> Vec<(i64, u32)> {
+        let slot = self.slot(tp);
+        let state = lock(&slot.state);
+        let from = state.committed.unwrap_or(0);
+        state
+            .carried
+            .iter()
+            .copied()
+            .filter(|&(o, _)| o >= from)
+            .collect()
     }
 
     /// Notified after every commit.
@@ -210,11 +244,9 @@ impl Group {
                         (None, OffsetReset::Earliest) => 0,
                         (None, OffsetReset::Latest) => log.end_offset(),
                     };
-                    plan.entry(member.id).or_default().push(MemoryFeed::new(
-                        log.clone(),
-                        from,
-                        Some(self.name.clone()),
-                    ));
+                    let feed = MemoryFeed::new(log.clone(), from, Some(self.name.clone()))
+                        .with_carried(self.carried(&log.tp));
+                    plan.entry(member.id).or_default().push(feed);
                 }
             }
         }
