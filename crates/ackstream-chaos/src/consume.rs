@@ -47,9 +47,13 @@ pub(crate) async fn run(a: &Args) -> Result<(), String> {
     let (work, fail_every) = (Duration::from_millis(a.work_ms), a.fail_every);
 
     // tansu joins a group in about half the session timeout; a killed member is noticed after it.
-    let broker = KafkaBroker::new(bootstrap)
+    let mut broker = KafkaBroker::new(bootstrap)
         .config("session.timeout.ms", "2000")
         .config("heartbeat.interval.ms", "500");
+    // librdkafka's own debug contexts (e.g. `cgrp`), for diagnosing a run.
+    if let Ok(contexts) = std::env::var("CHAOS_RDKAFKA_DEBUG") {
+        broker = broker.config("debug", contexts);
+    }
     broker
         .subscriber(topic)
         .group_id(group)

@@ -21,6 +21,7 @@ pub(crate) struct Settings {
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) commit_interval: Duration,
     pub(crate) commit_batch: usize,
+    pub(crate) commit_timeout: Duration,
 }
 
 impl Settings {
@@ -101,6 +102,8 @@ impl Broker for KafkaBroker {
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// Default number of offset moves that triggers a commit before the interval.
 pub const DEFAULT_COMMIT_BATCH: usize = 10_000;
+/// Default bound on a synchronous commit's wait for the broker (on revoke and shutdown).
+pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl KafkaBroker {
     /// A broker reached at `bootstrap` (`host:port[,host:port…]`).
@@ -111,6 +114,7 @@ impl KafkaBroker {
             extra: Vec::new(),
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             commit_batch: DEFAULT_COMMIT_BATCH,
+            commit_timeout: DEFAULT_COMMIT_TIMEOUT,
         };
         Self {
             core: Arc::new(BrokerCore::new(KafkaBackend {
@@ -155,6 +159,15 @@ impl KafkaBroker {
     #[must_use]
     pub fn commit_batch(self, moves: usize) -> Self {
         self.update(|s| s.commit_batch = moves.max(1))
+    }
+
+    /// How long a synchronous commit (on revoke and on shutdown) waits for the broker's answer.
+    /// librdkafka's own would wait forever while no group coordinator is reachable; past this
+    /// bound the commit is reported failed, and its offsets stay uncommitted (their records are
+    /// delivered again after a restart). Default [`DEFAULT_COMMIT_TIMEOUT`].
+    #[must_use]
+    pub fn commit_timeout(self, timeout: Duration) -> Self {
+        self.update(|s| s.commit_timeout = timeout)
     }
 
     /// Creates a topic (succeeds if it already exists).

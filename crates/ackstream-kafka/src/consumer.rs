@@ -223,7 +223,10 @@ impl KafkaConsumer {
         ));
         overrides.extend(config.settings.iter().cloned());
         let (tx, rx) = mpsc::unbounded_channel();
-        let offsets = Arc::new(KafkaOffsets::new(settings.commit_batch));
+        let offsets = Arc::new(KafkaOffsets::new(
+            settings.commit_batch,
+            settings.commit_timeout,
+        ));
         let wakeup = Arc::new(Wakeup::default());
         let context = DriverContext {
             events: Mutex::new(Some(tx.clone())),

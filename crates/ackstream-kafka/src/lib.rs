@@ -54,7 +54,10 @@ mod poller;
 mod prefetch;
 mod producer;
 
-pub use broker::{DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, KafkaBackend, KafkaBroker};
+pub use broker::{
+    DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, DEFAULT_COMMIT_TIMEOUT, KafkaBackend,
+    KafkaBroker,
+};
 pub use consumer::KafkaConsumer;
 pub use feed::KafkaFeed;
 /// The rdkafka crate this backend is built on (for settings and types it exposes).

@@ -70,16 +70,19 @@ pub(crate) struct KafkaOffsets {
     consumer: OnceLock<Weak<RdConsumer>>,
     entries: Mutex<HashMap<TopicPartition, Entry>>,
     batch: usize,
+    /// How long a synchronous commit waits for the broker.
+    sync_timeout: std::time::Duration,
     /// Woken when one partition accumulated `batch` moves.
     pub(crate) batch_full: Arc<Notify>,
 }
 
 impl KafkaOffsets {
-    pub(crate) fn new(batch: usize) -> Self {
+    pub(crate) fn new(batch: usize, sync_timeout: std::time::Duration) -> Self {
         Self {
             consumer: OnceLock::new(),
             entries: Mutex::new(HashMap::new()),
             batch,
+            sync_timeout,
             batch_full: Arc::new(Notify::new()),
         }
     }
@@ -162,13 +165,36 @@ impl KafkaOffsets {
             return Ok(());
         }
         let sent = tpl.clone();
-        let result = tokio::task::spawn_blocking(move || consumer.commit(&sent, CommitMode::Sync))
-            .await
-            .map_err(|e| BackendError::with_source("commit task failed", e))?;
-        result.map_err(|e| {
+        // librdkafka's synchronous commit has no timeout: with no group coordinator reachable
+        // it waits for one forever. So it runs on a thread of its own, and the wait is bounded;
+        // past it the offsets stay marked for the next commit (a restart redelivers the
+        // records after the last confirmed commit; nothing is lost). A plain thread, not
+        // `spawn_blocking`: the runtime would wait for a stuck blocking task when it shuts down.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ackstream-kafka-commit".into())
+            .spawn(move || {
+                let _ = tx.send(consumer.commit(&sent, CommitMode::Sync));
+            })
+            .map_err(|e| BackendError::with_source("cannot start the commit thread", e))?;
+        let failed = |e: BackendError| {
             self.mark_failed(&tpl);
-            BackendError::with_source("synchronous commit failed", e)
-        })
+            e
+        };
+        match tokio::time::timeout(self.sync_timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(failed(BackendError::with_source(
+                "synchronous commit failed",
+                e,
+            ))),
+            Ok(Err(_)) => Err(failed(BackendError::new(
+                "commit thread ended without a result",
+            ))),
+            Err(_) => Err(failed(BackendError::new(format!(
+                "synchronous commit not confirmed within {:?} (no group coordinator reachable?)",
+                self.sync_timeout
+            )))),
+        }
     }
 }
 
@@ -221,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_sent_offset_is_not_sent_again_until_it_moves() {
-        let offsets = KafkaOffsets::new(100);
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
         let slot = offsets.partition(&TopicPartition::new("t", 0));
         slot.store(5);
         assert_eq!(offsets_of(&offsets.take(false)), [(0, 5)]);
@@ -232,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_is_sent_again_by_the_next_one() {
-        let offsets = KafkaOffsets::new(100);
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
         let slot = offsets.partition(&TopicPartition::new("t", 0));
         slot.store(5);
         let failed = offsets.take(false);
@@ -242,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_failure_of_an_older_commit_does_not_resend_a_newer_offset_twice() {
-        let offsets = KafkaOffsets::new(100);
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
         let slot = offsets.partition(&TopicPartition::new("t", 0));
         slot.store(5);
         let older = offsets.take(false);
@@ -254,7 +280,7 @@ mod tests {
 
     #[test]
     fn carried_attempts_go_with_every_commit_from_then_on() {
-        let offsets = KafkaOffsets::new(100);
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
         let slot = offsets.partition(&TopicPartition::new("t", 0));
         slot.store(5);
         let metadata = |tpl: &TopicPartitionList| {
@@ -273,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_nack_before_anything_was_stored_commits_where_reading_began() {
-        let offsets = KafkaOffsets::new(100);
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
         let slot = offsets.partition(&TopicPartition::new("t", 0));
         slot.carry_attempts(3, &[(3, 1)]);
         assert_eq!(offsets_of(&offsets.take(false)), [(0, 3)]);
@@ -281,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_released_partition_is_not_committed() {
-        let offsets = KafkaOffsets::new(100);
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
         let tp = TopicPartition::new("t", 0);
         offsets.partition(&tp).store(5);
         offsets.release(std::slice::from_ref(&tp));

@@ -162,3 +162,40 @@ async fn a_broker_that_disappears_mid_run_pauses_progress_and_loses_nothing() {
     }
     drop(broker);
 }
+
+/// Shutting down while the broker is gone still ends: the synchronous commit waits at most
+/// `commit_timeout` (librdkafka's would wait for a coordinator forever), and what it could not
+/// commit stays uncommitted, to be delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_the_broker_gone_ends_within_the_commit_timeout() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, 1, 1).expect("topic");
+    let broker = KafkaBroker::new(cluster.bootstrap_servers())
+        // Long enough that no asynchronous commit goes out before the broker is gone.
+        .commit_interval(Duration::from_secs(600))
+        .commit_timeout(Duration::from_secs(2))
+        .config("session.timeout.ms", "4000")
+        .config("heartbeat.interval.ms", "1000");
+    let recorder = Recorder::attach(&broker);
+    broker.publish(TOPIC, "0").await.expect("publish");
+    broker
+        .subscriber(TOPIC)
+        .group_id("gone")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .handle(|_: String| async {});
+    let app = App::new(broker.clone()).spawn();
+    let p = TopicPartition::new(TOPIC, 0);
+    recorder
+        .wait_for("record 0 acked", |r| r.settles(&p, 0) == [Disposition::Ack])
+        .await;
+    cluster.broker_down(BROKER_ID).expect("broker down");
+    let outcome = tokio::time::timeout(Duration::from_secs(30), app.shutdown()).await;
+    assert!(outcome.is_ok(), "shutdown did not end");
+    cluster.broker_up(BROKER_ID).expect("broker up");
+    let committed = broker
+        .committed_offset("gone", TOPIC, 0)
+        .await
+        .expect("committed offset");
+    assert_eq!(committed, None, "nothing reached the broker");
+}
