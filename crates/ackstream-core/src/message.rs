@@ -220,9 +220,14 @@ impl KafkaMessage {
         }
         let (offset, id, attempt) = (d.record.offset, d.id, d.attempt);
         match dead_letters.publish(&d.record, attempt, why).await {
-            Ok(_) => d
-                .partition
-                .apply(offset, id, attempt, Disposition::Reject, None),
+            Ok(_) => d.partition.apply(
+                d.record.key.as_ref(),
+                offset,
+                id,
+                attempt,
+                Disposition::Reject,
+                None,
+            ),
             Err(e) => {
                 tracing::error!(
                     topic = %d.record.topic,
@@ -235,7 +240,8 @@ impl KafkaMessage {
                 let retry = Disposition::Nack {
                     delay: Some(crate::dead_letter::RETRY_DELAY),
                 };
-                d.partition.apply(offset, id, attempt, retry, None)
+                d.partition
+                    .apply(d.record.key.as_ref(), offset, id, attempt, retry, None)
             }
         }
     }
@@ -251,8 +257,14 @@ impl KafkaMessage {
             return SettleStatus::AlreadySettled;
         }
         let d = &self.0;
-        d.partition
-            .apply(d.record.offset, d.id, d.attempt, disposition, attempt_limit)
+        d.partition.apply(
+            d.record.key.as_ref(),
+            d.record.offset,
+            d.id,
+            d.attempt,
+            disposition,
+            attempt_limit,
+        )
     }
 
     /// Marks that the handler returned without settling (manual policy).

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::sync::Notify;
 
 use crate::backend::{OffsetStore, PartitionOffset};
@@ -43,6 +45,9 @@ pub(crate) struct SettleConfig {
 pub(crate) struct Rewind {
     pub(crate) offset: i64,
     pub(crate) delay: Option<Duration>,
+    /// The key of every nack with a delay, and its delay: under `Ordering::Key` only those keys
+    /// wait, and the partition is rewound at once.
+    pub(crate) key_delays: Vec<(Option<Bytes>, Duration)>,
 }
 
 #[derive(Debug)]
@@ -165,6 +170,7 @@ impl PartitionContext {
     /// attempt becomes a reject.
     pub(crate) fn apply(
         &self,
+        key: Option<&Bytes>,
         offset: i64,
         id: DeliveryId,
         attempt: u32,
@@ -220,12 +226,22 @@ impl PartitionContext {
                     if let Some((at, attempts)) = ledger.tracker.carry_out() {
                         self.offset.carry_attempts(at, &attempts);
                     }
-                    let rewind = match ledger.rewind.take() {
-                        Some(r) if r.offset < rewind_to => r,
-                        _ => Rewind {
-                            offset: rewind_to,
-                            delay,
-                        },
+                    let previous = ledger.rewind.take();
+                    let mut key_delays = previous
+                        .as_ref()
+                        .map(|r| r.key_delays.clone())
+                        .unwrap_or_default();
+                    if let Some(delay) = delay {
+                        key_delays.push((key.cloned(), delay));
+                    }
+                    let (offset, delay) = match previous {
+                        Some(r) if r.offset < rewind_to => (r.offset, r.delay),
+                        _ => (rewind_to, delay),
+                    };
+                    let rewind = Rewind {
+                        offset,
+                        delay,
+                        key_delays,
                     };
                     ledger.rewind = Some(rewind);
                     self.rewind_pending.store(true, Ordering::Release);

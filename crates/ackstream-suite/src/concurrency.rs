@@ -338,6 +338,89 @@ impl Rng {
     }
 }
 
+/// Under `Ordering::Key`, a nack's delay holds back only the nacked key: the partition is
+/// rewound at once, and the records of other keys are handled, and finished, while the nacked
+/// record waits out its delay (unfinished: the commit does not pass it meanwhile).
+pub async fn under_key_ordering_a_nack_delay_holds_back_only_its_key<F: Fixture>(fx: &F) {
+    // Long enough for a Kafka partition to be fetched again after the rewind.
+    const DELAY: std::time::Duration = std::time::Duration::from_millis(1500);
+    let (topic, group) = (unique("keydelay"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    publish(&broker, &topic, 0, Some("a".into()), 0).await;
+    for i in 1..7 {
+        let key = if i % 2 == 0 { "b" } else { "c" };
+        publish(&broker, &topic, 0, Some(key.into()), i).await;
+    }
+    let recorder = Recorder::attach(&broker);
+    // Other keys run only once "a" has nacked, so all their work falls in the delay.
+    let (nacked, _) = tokio::sync::watch::channel(false);
+    let nacked = Arc::new(nacked);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let n = nacked.clone();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_workers(4)
+        .ordering(Ordering::Key)
+        .handle(
+            move |Key(key): Key, Offset(offset): Offset, Attempt(attempt): Attempt| {
+                let (n, tx) = (n.clone(), tx.clone());
+                async move {
+                    if offset == 0 {
+                        tx.send((offset, attempt, std::time::Instant::now()))
+                            .unwrap();
+                        if attempt == 1 {
+                            n.send_replace(true);
+                            return Err(NackMessage::after(DELAY).into());
+                        }
+                    } else {
+                        assert_ne!(key.as_deref(), Some(b"a".as_slice()));
+                        let _ = n.subscribe().wait_for(|nacked| *nacked).await;
+                        tx.send((offset, attempt, std::time::Instant::now()))
+                            .unwrap();
+                    }
+                    Ok::<(), HandlerError>(())
+                }
+            },
+        );
+    let app = App::new(broker.clone()).spawn();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|&(o, a, _)| (o, a) == (0, 2)) {
+        seen.push(rx.recv().await.unwrap());
+    }
+    let p = TopicPartition::new(topic.as_str(), 0);
+    recorder
+        .wait_for("record 0 acked", |r| {
+            r.settles(&p, 0).last() == Some(&Disposition::Ack)
+        })
+        .await;
+    app.shutdown().await.unwrap();
+    let nack = seen.iter().find(|&&(o, a, _)| (o, a) == (0, 1)).unwrap().2;
+    let retry = seen.last().unwrap().2;
+    assert!(
+        retry - nack >= DELAY,
+        "record 0 ran again after {:?}",
+        retry - nack
+    );
+    for offset in 1..7 {
+        let done = seen
+            .iter()
+            .filter(|&&(o, _, _)| o == offset)
+            .map(|&(_, _, t)| t)
+            .min();
+        assert!(
+            done.is_some_and(|t| t < nack + DELAY),
+            "record {offset} (another key) was handled during the delay"
+        );
+    }
+    // Record 0 was unfinished through the delay: no offset past it was stored before it.
+    let events = recorder.events();
+    check_commit_rule(&events, "key delay");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(7));
+}
+
 /// The commit rule holds whatever the completion order, the nacks and the rebalances: every
 /// stored offset `o` of a partition has every record below `o` finished, counting a nack as
 /// unfinishing the records from the nacked one on; and in the end everything is committed.
@@ -358,11 +441,12 @@ async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
     // The mock cluster refuses commits for seconds after a member joins: rebalances are
     // exercised on brokers that accept them.
     let rebalance = rng.below(3) == 0 && fx.accepts_commits_while_rebalancing();
-    // Per (partition, offset): yields before finishing, and whether the first attempt nacks.
-    let plan: Arc<HashMap<(i32, i64), (u64, bool)>> = Arc::new(
+    // Per (partition, offset): yields before finishing, whether the first attempt nacks, and
+    // the nack's delay in milliseconds (0: none; under key ordering a delay pauses the key).
+    let plan: Arc<HashMap<(i32, i64), (u64, bool, u64)>> = Arc::new(
         (0..partitions)
             .flat_map(|p| (0..per_partition as i64).map(move |o| (p, o)))
-            .map(|k| (k, (rng.below(6), rng.below(5) == 0)))
+            .map(|k| (k, (rng.below(6), rng.below(5) == 0, rng.below(3))))
             .collect(),
     );
     let case = format!(
@@ -387,13 +471,14 @@ async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
             .ordering(ordering)
             .handle(
                 move |Partition(p): Partition, Offset(o): Offset, Attempt(attempt): Attempt| {
-                    let (yields, nack) = plan[&(p, o)];
+                    let (yields, nack, delay) = plan[&(p, o)];
                     async move {
                         for _ in 0..yields {
                             tokio::task::yield_now().await;
                         }
                         if nack && attempt == 1 {
-                            return Err(NackMessage.into());
+                            let delay = std::time::Duration::from_millis(delay);
+                            return Err(NackMessage::after(delay).into());
                         }
                         Ok::<(), HandlerError>(())
                     }

@@ -14,10 +14,15 @@
 //! are dropped, those already running finish but their settles are stale (changing nothing), and
 //! all of them are delivered again from the rewound position. Under `Ordering::Key` a
 //! redelivered record still waits for its earlier run to finish, so one key never overlaps.
+//!
+//! A nack's delay holds back the whole partition under `Partition` and `Unordered`, but only
+//! the nacked key under `Key`: the partition is rewound at once, and the key's lane pauses (a
+//! pause holds no worker) while other keys go on. Either way the nacked record stays
+//! unfinished, so the commit does not pass it during the delay.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -60,14 +65,27 @@ struct Finished {
     permit: Option<OwnedSemaphorePermit>,
 }
 
+/// What waits in a busy lane.
+enum Queued {
+    Record(KafkaMessage),
+    /// A nack's delay under `Ordering::Key`: the key's next record waits until then.
+    Pause(Instant),
+}
+
 /// The partition's records in flight and waiting.
 struct Dispatch<H, T> {
     handler: H,
     state: StateMap,
     config: Arc<SubscriberConfig>,
-    /// Lanes with a record running; the records queued behind it.
-    busy: HashMap<Lane, VecDeque<KafkaMessage>>,
+    workers: Option<Arc<Semaphore>>,
+    /// Ends pauses early when the partition stops.
+    stop: CancellationToken,
+    /// Lanes with a record running (or pausing); what is queued behind it.
+    busy: HashMap<Lane, VecDeque<Queued>>,
+    /// Records waiting in a lane or for a permit.
     waiting: usize,
+    /// Records whose lane's turn came after a pause, waiting for a worker permit.
+    needs_permit: VecDeque<(KafkaMessage, Lane)>,
     running: FuturesUnordered<BoxFuture<'static, Finished>>,
     _marker: std::marker::PhantomData<fn() -> T>,
 }
@@ -83,11 +101,34 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         if lane != Lane::Free
             && let Some(queue) = self.busy.get_mut(&lane)
         {
-            queue.push_back(msg);
+            queue.push_back(Queued::Record(msg));
             self.waiting += 1;
             return None;
         }
         Some((msg, lane))
+    }
+
+    /// Holds a key's lane until `until` (a nack's delay under `Ordering::Key`): a record of the
+    /// key still running finishes first, then the lane pauses; its other records wait.
+    fn pause(&mut self, lane: Lane, until: Instant) {
+        match self.busy.get_mut(&lane) {
+            Some(queue) => queue.push_front(Queued::Pause(until)),
+            None => {
+                self.busy.insert(lane.clone(), VecDeque::new());
+                self.sleep(lane, until);
+            }
+        }
+    }
+
+    fn sleep(&mut self, lane: Lane, until: Instant) {
+        let stop = self.stop.clone();
+        self.running.push(Box::pin(async move {
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = stop.cancelled() => {}
+            }
+            Finished { lane, permit: None }
+        }));
     }
 
     /// Starts a record whose lane is free.
@@ -110,29 +151,57 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         }));
     }
 
-    /// A record finished: its lane's next record starts with the same permit.
+    /// A record (or a pause) finished: its lane's next record starts with the same permit.
     fn finished(&mut self, done: Finished) {
-        if done.lane == Lane::Free {
-            return;
+        if done.lane != Lane::Free {
+            self.next_in_lane(done.lane, done.permit);
         }
-        let next = self.busy.get_mut(&done.lane).and_then(VecDeque::pop_front);
-        match next {
-            Some(msg) => {
+    }
+
+    /// Starts what comes next in a busy lane, or frees the lane. A record after a pause (which
+    /// held no permit) needs one from the pool first.
+    fn next_in_lane(&mut self, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+        match self.busy.get_mut(&lane).and_then(VecDeque::pop_front) {
+            Some(Queued::Record(msg)) => {
+                let permit = match (permit, &self.workers) {
+                    (None, Some(pool)) => match pool.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            self.needs_permit.push_back((msg, lane));
+                            return;
+                        }
+                    },
+                    (permit, _) => permit,
+                };
                 self.waiting -= 1;
-                self.start(msg, done.lane, done.permit);
+                self.start(msg, lane, permit);
             }
+            // A pause holds no worker: the permit goes back to the pool.
+            Some(Queued::Pause(until)) => self.sleep(lane, until),
             None => {
-                self.busy.remove(&done.lane);
+                self.busy.remove(&lane);
             }
         }
     }
 
-    /// Drops waiting records at or after a rewind: they will be delivered again.
+    /// Drops waiting records at or after a rewind: they will be delivered again. Pauses stay.
     fn drop_waiting_from(&mut self, offset: i64) {
         for queue in self.busy.values_mut() {
             let before = queue.len();
-            queue.retain(|m| m.offset() < offset);
+            queue.retain(|q| match q {
+                Queued::Record(m) => m.offset() < offset,
+                Queued::Pause(_) => true,
+            });
             self.waiting -= before - queue.len();
+        }
+        // A lane whose next record was waiting for a permit moves on to what follows it.
+        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.needs_permit)
+            .into_iter()
+            .partition(|(m, _)| m.offset() >= offset);
+        self.needs_permit = kept.into();
+        for (_, lane) in dropped {
+            self.waiting -= 1;
+            self.next_in_lane(lane, None);
         }
     }
 }
@@ -150,12 +219,16 @@ pub(super) async fn run<F, H, T>(
     H: Handler<T>,
 {
     let bound = config.max_workers.unwrap_or(1).max(1);
+    let by_key = config.ordering == Ordering::Key;
     let mut d = Dispatch {
         handler,
         state,
         config,
+        workers: workers.clone(),
+        stop: stop.clone(),
         busy: HashMap::new(),
         waiting: 0,
+        needs_permit: VecDeque::new(),
         running: FuturesUnordered::new(),
         _marker: std::marker::PhantomData,
     };
@@ -170,7 +243,13 @@ pub(super) async fn run<F, H, T>(
             {
                 pending = None;
             }
-            if let Some(delay) = rewind.delay
+            if by_key {
+                // Only the nacked keys wait; the partition is read again at once.
+                let now = Instant::now();
+                for (key, delay) in rewind.key_delays {
+                    d.pause(Lane::Key(key), now + delay);
+                }
+            } else if let Some(delay) = rewind.delay
                 && !wait_out(&mut d, delay, &stop).await
             {
                 break 'read;
@@ -186,8 +265,12 @@ pub(super) async fn run<F, H, T>(
             () = stop.cancelled() => break 'read,
             Some(done) = d.running.next(), if !d.running.is_empty() => d.finished(done),
             () = ctx.rewind_signal.notified() => {}
-            permit = acquire(workers.as_ref()), if pending.is_some() => {
-                if let Some((msg, lane)) = pending.take() {
+            permit = acquire(workers.as_ref()), if pending.is_some() || !d.needs_permit.is_empty() => {
+                // A lane's turn after a pause came first, so it goes first.
+                if let Some((msg, lane)) = d.needs_permit.pop_front() {
+                    d.waiting -= 1;
+                    d.start(msg, lane, permit);
+                } else if let Some((msg, lane)) = pending.take() {
                     d.admit(msg, lane, permit);
                 }
             }
