@@ -442,8 +442,9 @@ async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
     // exercised on brokers that accept them.
     let rebalance = rng.below(3) == 0 && fx.accepts_commits_while_rebalancing();
     // Per (partition, offset): yields before finishing, whether the first attempt nacks, and
-    // the nack's delay in milliseconds (0: none; under key ordering a delay pauses the key).
-    let plan: Arc<HashMap<(i32, i64), (u64, bool, u64)>> = Arc::new(
+    // the nack's delay in milliseconds (under key ordering a delay pauses the key).
+    type Plan = HashMap<(i32, i64), (u64, bool, u64)>;
+    let plan: Arc<Plan> = Arc::new(
         (0..partitions)
             .flat_map(|p| (0..per_partition as i64).map(move |o| (p, o)))
             .map(|k| (k, (rng.below(6), rng.below(5) == 0, rng.below(3))))
