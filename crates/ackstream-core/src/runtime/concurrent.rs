@@ -7,8 +7,9 @@
 //! it. A record starts once it has a worker permit from the subscriber's shared pool; a lane
 //! hands its permit straight to its next record.
 //!
-//! Bounds: at most `max_workers` records of the partition are held (running or waiting); at the
-//! bound the partition reads nothing more, so the backend keeps (and stops fetching) the rest.
+//! Bounds: at most `max_workers` records of the partition are held (running or waiting; a
+//! paused key holds none); at the bound the partition reads nothing more, so the backend keeps
+//! (and stops fetching) the rest.
 //!
 //! A nack rewinds the partition: records at or after the nacked offset that are still waiting
 //! are dropped, those already running finish but their settles are stale (changing nothing), and
@@ -59,10 +60,11 @@ fn lane_of(ordering: Ordering, msg: &KafkaMessage) -> Lane {
     }
 }
 
-/// A record that finished running, and the permit it ran with.
+/// A record that finished running (or a pause that ended), and the permit it ran with.
 struct Finished {
     lane: Lane,
     permit: Option<OwnedSemaphorePermit>,
+    pause: bool,
 }
 
 /// What waits in a busy lane.
@@ -84,6 +86,8 @@ struct Dispatch<H, T> {
     busy: HashMap<Lane, VecDeque<Queued>>,
     /// Records waiting in a lane or for a permit.
     waiting: usize,
+    /// Pauses among `running` (they hold no record, so they do not count against the bound).
+    pausing: usize,
     /// Records whose lane's turn came after a pause, waiting for a worker permit.
     needs_permit: VecDeque<(KafkaMessage, Lane)>,
     running: FuturesUnordered<BoxFuture<'static, Finished>>,
@@ -92,7 +96,7 @@ struct Dispatch<H, T> {
 
 impl<H: Handler<T>, T> Dispatch<H, T> {
     fn held(&self) -> usize {
-        self.running.len() + self.waiting
+        self.running.len() - self.pausing + self.waiting
     }
 
     /// Queues `msg` behind its lane's running record; gives it back if its lane is free.
@@ -122,12 +126,17 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
 
     fn sleep(&mut self, lane: Lane, until: Instant) {
         let stop = self.stop.clone();
+        self.pausing += 1;
         self.running.push(Box::pin(async move {
             tokio::select! {
                 () = tokio::time::sleep_until(until.into()) => {}
                 () = stop.cancelled() => {}
             }
-            Finished { lane, permit: None }
+            Finished {
+                lane,
+                permit: None,
+                pause: true,
+            }
         }));
     }
 
@@ -147,12 +156,19 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         );
         self.running.push(Box::pin(async move {
             policy::process(&msg, &handler, &state, &config).await;
-            Finished { lane, permit }
+            Finished {
+                lane,
+                permit,
+                pause: false,
+            }
         }));
     }
 
     /// A record (or a pause) finished: its lane's next record starts with the same permit.
     fn finished(&mut self, done: Finished) {
+        if done.pause {
+            self.pausing -= 1;
+        }
         if done.lane != Lane::Free {
             self.next_in_lane(done.lane, done.permit);
         }
@@ -228,6 +244,7 @@ pub(super) async fn run<F, H, T>(
         stop: stop.clone(),
         busy: HashMap::new(),
         waiting: 0,
+        pausing: 0,
         needs_permit: VecDeque::new(),
         running: FuturesUnordered::new(),
         _marker: std::marker::PhantomData,
