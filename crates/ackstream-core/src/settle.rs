@@ -64,6 +64,9 @@ pub(crate) struct PartitionContext {
     pub(crate) rewind_signal: Notify,
     /// Set with a pending rewind, so the partition task checks it without locking.
     rewind_pending: AtomicBool,
+    /// Set when the runtime stops the partition (revoke, shutdown), just before it cancels the
+    /// partition's stop token: the per-record check, without the token's lock.
+    pub(crate) stopping: AtomicBool,
     offsets: Arc<dyn OffsetStore>,
     /// This partition's slot in `offsets`, taken once so stores need no lookup.
     offset: Arc<dyn PartitionOffset>,
@@ -97,6 +100,7 @@ impl PartitionContext {
             }),
             rewind_signal: Notify::new(),
             rewind_pending: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             offset,
             offsets,
             config,

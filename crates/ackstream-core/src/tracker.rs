@@ -172,6 +172,29 @@ impl OffsetTracker {
 
     /// Marks a delivery acked or rejected and moves the finished prefix as far as it can go.
     pub fn finish(&mut self, offset: i64, id: DeliveryId) -> Result<Finished, TrackerError> {
+        // The front record finishing (always so with one record at a time per partition): the
+        // prefix moves past it without the general bookkeeping.
+        if !self.revoked
+            && let Some(front) = self.pending.front()
+            && (front.offset, front.id, front.state) == (offset, id, State::InFlight)
+        {
+            self.pending.pop_front();
+            if !self.nacked.is_empty() {
+                self.nacked.remove(&offset);
+            }
+            self.position = Some(offset + 1);
+            if self.pending.is_empty() {
+                return Ok(Finished {
+                    advanced_to: self.position,
+                    held_back_by: None,
+                });
+            }
+            self.advance();
+            return Ok(Finished {
+                advanced_to: self.position,
+                held_back_by: self.newly_held_back(),
+            });
+        }
         let idx = self.index_of(offset, id)?;
         if self.cumulative {
             for e in self.pending.range_mut(..idx) {

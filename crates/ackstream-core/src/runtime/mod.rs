@@ -162,6 +162,9 @@ where
 /// Every partition is fenced afterwards, so late settles change nothing.
 async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
     for w in &workers {
+        w.ctx
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         w.stop.cancel();
     }
     let deadline = Instant::now() + drain_timeout;

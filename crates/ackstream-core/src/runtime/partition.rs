@@ -49,7 +49,11 @@ pub(super) async fn run<F, H, T>(
             }
             continue;
         }
-        if stop.is_cancelled() {
+        // The flag costs an atomic load; the token (cancelled with the app's before the
+        // runtime sets the flag) a lock, so it is looked at once per few records.
+        if ctx.stopping.load(std::sync::atomic::Ordering::Acquire)
+            || (handled.is_multiple_of(BUDGET_EVERY) && stop.is_cancelled())
+        {
             return;
         }
         // Fast path: a record already fetched is taken without registering any waker; only

@@ -32,8 +32,18 @@ pub(super) async fn process<H: Handler<T>, T>(
             .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p))),
         Err(p) => Outcome::Panicked(panic_message(&*p)),
     };
-    if let Some(dead_letter) = resolve(msg, outcome, config) {
-        dead_letter.await;
+    match (outcome, config.ack_policy) {
+        // The common case, settled without the bookkeeping failures need.
+        (Outcome::Success, AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError) => {
+            msg.settle_with_limit(Disposition::Ack, None);
+        }
+        (Outcome::Success, AckPolicy::AckFirst) => {}
+        (Outcome::Success, AckPolicy::Manual) => msg.handler_returned(),
+        (outcome, _) => {
+            if let Some(dead_letter) = resolve(msg, outcome, config) {
+                dead_letter.await;
+            }
+        }
     }
 }
 
