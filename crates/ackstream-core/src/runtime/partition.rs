@@ -35,6 +35,7 @@ pub(super) async fn run<F, H, T>(
     // The previous delivery's message, recycled for the next one when the handler let go of it.
     let mut spare: Option<KafkaMessage> = None;
     let mut handled: u32 = 0;
+    let mut waited = false;
     loop {
         if let Some(rewind) = ctx.take_rewind() {
             if let Some(delay) = rewind.delay {
@@ -49,10 +50,12 @@ pub(super) async fn run<F, H, T>(
             }
             continue;
         }
-        // The flag costs an atomic load; the token (cancelled with the app's before the
-        // runtime sets the flag) a lock, so it is looked at once per few records.
+        // Stopped? The runtime's flag costs an atomic load. The token (cancelled with the
+        // app's, before the runtime sets the flag) costs a lock, so it is looked at after a
+        // handler that waited (time passed: a shutdown may have begun meanwhile) and once per
+        // few records of a burst that never waits.
         if ctx.stopping.load(std::sync::atomic::Ordering::Acquire)
-            || (handled.is_multiple_of(BUDGET_EVERY) && stop.is_cancelled())
+            || ((waited || handled.is_multiple_of(BUDGET_EVERY)) && stop.is_cancelled())
         {
             return;
         }
@@ -79,7 +82,18 @@ pub(super) async fn run<F, H, T>(
         let Some(msg) = deliver(&ctx, record, spare.take()) else {
             continue;
         };
-        policy::process(&msg, &handler, &state, &config).await;
+        // Polled once in place first: a handler that completes at once is told apart from
+        // one that waited.
+        waited = {
+            let mut process = std::pin::pin!(policy::process(&msg, &handler, &state, &config));
+            let first = process
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            if first.is_pending() {
+                process.await;
+            }
+            first.is_pending()
+        };
         spare = Some(msg);
         // The fast path above never yields on its own: take part in tokio's cooperative
         // budget, so the partitions sharing a worker thread take turns and an idle worker can
