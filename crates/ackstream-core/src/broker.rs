@@ -6,9 +6,9 @@ use std::future::IntoFuture;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::Shutdown;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
 
 use crate::AckPolicy;
 use crate::backend::Backend;
@@ -99,7 +99,7 @@ pub trait Runnable: Send + Sync + 'static {
     /// in-flight handlers (at most `drain_timeout`), commits and leaves its group.
     fn start(
         &self,
-        shutdown: &CancellationToken,
+        shutdown: &Shutdown,
         drain_timeout: Duration,
     ) -> Vec<BoxFuture<'static, Result<(), BackendError>>>;
 }
@@ -115,7 +115,7 @@ impl<B: Backend> Runnable for BrokerCore<B> {
 
     fn start(
         &self,
-        shutdown: &CancellationToken,
+        shutdown: &Shutdown,
         drain_timeout: Duration,
     ) -> Vec<BoxFuture<'static, Result<(), BackendError>>> {
         let inner = self.inner();

@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
 
 use crate::AckPolicy;
 use crate::backend::Backend;
@@ -363,7 +362,7 @@ impl<B: Backend> SubscriberBuilder<B> {
 pub(crate) struct StartContext {
     pub(crate) state: StateMap,
     pub(crate) observer: Option<Observer>,
-    pub(crate) shutdown: CancellationToken,
+    pub(crate) shutdown: crate::Shutdown,
     pub(crate) drain_timeout: std::time::Duration,
 }
 

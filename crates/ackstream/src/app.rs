@@ -5,10 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ackstream_core::{BackendError, BoxError, Broker, ConfigError, Runnable};
+use ackstream_core::{BackendError, BoxError, Broker, ConfigError, Runnable, Shutdown};
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 type Hook = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BoxError>> + Send>;
 
@@ -41,7 +40,7 @@ pub struct App {
     startup: Vec<Hook>,
     shutdown_hooks: Vec<Hook>,
     drain_timeout: Duration,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 }
 
 impl fmt::Debug for App {
@@ -61,7 +60,7 @@ impl App {
             startup: Vec::new(),
             shutdown_hooks: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            shutdown: CancellationToken::new(),
+            shutdown: Shutdown::new(),
         }
     }
 
@@ -128,7 +127,7 @@ impl App {
         loop {
             tokio::select! {
                 () = &mut signal => break,
-                () = self.shutdown.cancelled() => break,
+                () = self.shutdown.token().cancelled() => break,
                 done = subscribers.join_next() => match done {
                     None => break,
                     Some(outcome) => {
@@ -142,7 +141,7 @@ impl App {
             }
         }
         tracing::info!("shutting down: draining in-flight handlers and committing");
-        self.shutdown.cancel();
+        self.shutdown.trigger();
         while let Some(outcome) = subscribers.join_next().await {
             if let Err(e) = flatten(outcome) {
                 tracing::error!(error = %e, "subscriber failed during shutdown");
@@ -205,12 +204,12 @@ async fn termination_signal() {
 
 /// Shuts an app down (as SIGTERM would). Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct ShutdownHandle(CancellationToken);
+pub struct ShutdownHandle(Shutdown);
 
 impl ShutdownHandle {
     /// Starts the shutdown: stop fetching, drain, commit, leave.
     pub fn shutdown(&self) {
-        self.0.cancel();
+        self.0.trigger();
     }
 }
 

@@ -77,7 +77,7 @@ where
     loop {
         let event = tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => break,
+            () = ctx.shutdown.token().cancelled() => break,
             event = consumer.next_event() => event,
         };
         match event {
@@ -96,7 +96,7 @@ where
                     ));
                     pctx.carry_in(&feed.carried_attempts());
                     // A child of the app's token: shutdown stops fetching at once, everywhere.
-                    let stop = ctx.shutdown.child_token();
+                    let stop = ctx.shutdown.token().child_token();
                     let task = if one_at_a_time {
                         tokio::spawn(partition::run(
                             feed,
@@ -104,6 +104,7 @@ where
                             handler.clone(),
                             ctx.state.clone(),
                             stop.clone(),
+                            ctx.shutdown.clone(),
                             config.clone(),
                         ))
                     } else {

@@ -15,6 +15,7 @@ use crate::handler::Handler;
 use crate::message::KafkaMessage;
 use crate::record::Record;
 use crate::settle::PartitionContext;
+use crate::shutdown::Shutdown;
 use crate::state::StateMap;
 use crate::subscriber::SubscriberConfig;
 
@@ -27,6 +28,7 @@ pub(super) async fn run<F, H, T>(
     handler: H,
     state: StateMap,
     stop: CancellationToken,
+    app: Shutdown,
     config: Arc<SubscriberConfig>,
 ) where
     F: PartitionFeed,
@@ -35,7 +37,6 @@ pub(super) async fn run<F, H, T>(
     // The previous delivery's message, recycled for the next one when the handler let go of it.
     let mut spare: Option<KafkaMessage> = None;
     let mut handled: u32 = 0;
-    let mut waited = false;
     loop {
         if let Some(rewind) = ctx.take_rewind() {
             if let Some(delay) = rewind.delay {
@@ -50,13 +51,10 @@ pub(super) async fn run<F, H, T>(
             }
             continue;
         }
-        // Stopped? The runtime's flag costs an atomic load. The token (cancelled with the
-        // app's, before the runtime sets the flag) costs a lock, so it is looked at after a
-        // handler that waited (time passed: a shutdown may have begun meanwhile) and once per
-        // few records of a burst that never waits.
-        if ctx.stopping.load(std::sync::atomic::Ordering::Acquire)
-            || ((waited || handled.is_multiple_of(BUDGET_EVERY)) && stop.is_cancelled())
-        {
+        // Stopped? Two atomic loads: the runtime sets the partition's flag before it cancels
+        // `stop` (revoke, shutdown), and the app's flag is set before its token is cancelled.
+        // (The token's own check takes a lock.)
+        if ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || app.is_triggered() {
             return;
         }
         // Fast path: a record already fetched is taken without registering any waker; only
@@ -82,18 +80,7 @@ pub(super) async fn run<F, H, T>(
         let Some(msg) = deliver(&ctx, record, spare.take()) else {
             continue;
         };
-        // Polled once in place first: a handler that completes at once is told apart from
-        // one that waited.
-        waited = {
-            let mut process = std::pin::pin!(policy::process(&msg, &handler, &state, &config));
-            let first = process
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()));
-            if first.is_pending() {
-                process.await;
-            }
-            first.is_pending()
-        };
+        policy::process(&msg, &handler, &state, &config).await;
         spare = Some(msg);
         // The fast path above never yields on its own: take part in tokio's cooperative
         // budget, so the partitions sharing a worker thread take turns and an idle worker can
