@@ -54,6 +54,16 @@ pub(crate) async fn run(a: &Args) -> Result<(), String> {
     if let Ok(contexts) = std::env::var("CHAOS_RDKAFKA_DEBUG") {
         broker = broker.config("debug", contexts);
     }
+    // Other librdkafka settings, `key=value` separated by spaces, for experiments.
+    for kv in std::env::var("CHAOS_RDKAFKA_CONFIG")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("CHAOS_RDKAFKA_CONFIG: {kv:?} is not key=value"))?;
+        broker = broker.config(k, v);
+    }
     broker
         .subscriber(topic)
         .group_id(group)

@@ -1,5 +1,8 @@
 //! The librdkafka fetch settings ackstream chooses differently, and why.
 //!
+//! Mostly prefetch bounds (below); also how long a fetch may wait, which decides how soon a
+//! nacked partition is read again.
+//!
 //! ackstream reads each assigned partition from its own queue (so one slow partition cannot
 //! stall the others). librdkafka applies its prefetch limits to each *queue*: with the high-level
 //! consumer's single queue they bound the whole consumer, with one queue per partition they bound
@@ -26,6 +29,13 @@ pub(crate) const DEFAULTS: &[(&str, &str, &str)] = &[
         "1048576",
         "bytes per fetch response; a response lands in one partition queue at once, \
          whatever the queue limits (librdkafka: 52428800)",
+    ),
+    (
+        "fetch.wait.max.ms",
+        "100",
+        "how long the broker may hold a fetch with nothing new; librdkafka keeps one fetch in \
+         flight per broker, so a partition rewound by a nack (a seek) is fetched again only \
+         after it returns (librdkafka: 500)",
     ),
     (
         "fetch.queue.backoff.ms",
