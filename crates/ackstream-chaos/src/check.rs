@@ -1,7 +1,5 @@
 //! `check`: reads the processed-id logs and counts what was lost and what was repeated.
 
-use std::collections::HashMap;
-
 use crate::args::Args;
 
 /// The error `check` returns when an id was never processed (the process exits with 1).
@@ -28,13 +26,13 @@ fn tally<'a>(count: u64, logs: impl Iterator<Item = &'a str>) -> Result<Vec<u32>
 }
 
 pub(crate) fn run(a: &Args) -> Result<(), String> {
-    let mut texts = HashMap::new();
-    for f in &a.files {
-        // A log not created yet (its consumer has not started) holds nothing.
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        texts.insert(f.clone(), text);
-    }
-    let seen = tally(a.count, texts.values().map(String::as_str))?;
+    // A log not created yet (its consumer has not started) holds nothing.
+    let texts: Vec<String> = a
+        .files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
+    let seen = tally(a.count, texts.iter().map(String::as_str))?;
     let distinct = seen.iter().filter(|&&n| n > 0).count() as u64;
     if a.seen {
         println!("{distinct}");

@@ -173,7 +173,8 @@ impl OffsetTracker {
     /// Marks a delivery acked or rejected and moves the finished prefix as far as it can go.
     pub fn finish(&mut self, offset: i64, id: DeliveryId) -> Result<Finished, TrackerError> {
         // The front record finishing (always so with one record at a time per partition): the
-        // prefix moves past it without the general bookkeeping.
+        // prefix moves past it without the general bookkeeping. (Marking it finished and calling
+        // `advance` is the same thing, but measured 30 instructions dearer per record.)
         if !self.revoked
             && let Some(front) = self.pending.front()
             && (front.offset, front.id, front.state) == (offset, id, State::InFlight)

@@ -32,18 +32,8 @@ pub(super) async fn process<H: Handler<T>, T>(
             .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p))),
         Err(p) => Outcome::Panicked(panic_message(&*p)),
     };
-    match (outcome, config.ack_policy) {
-        // The common case, settled without the bookkeeping failures need.
-        (Outcome::Success, AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError) => {
-            msg.settle_with_limit(Disposition::Ack, None);
-        }
-        (Outcome::Success, AckPolicy::AckFirst) => {}
-        (Outcome::Success, AckPolicy::Manual) => msg.handler_returned(),
-        (outcome, _) => {
-            if let Some(dead_letter) = resolve(msg, outcome, config) {
-                dead_letter.await;
-            }
-        }
+    if let Some(dead_letter) = resolve(msg, outcome, config) {
+        dead_letter.await;
     }
 }
 
@@ -67,12 +57,19 @@ fn resolve<'a>(
 ) -> Option<BoxFuture<'a, ()>> {
     let policy = config.ack_policy;
     let ctx = msg.context();
-    let mut why = String::new();
+    let why: String;
     let (disposition, attempt_limit) = match outcome {
-        Outcome::Success => match policy {
-            AckPolicy::AckFirst | AckPolicy::Manual => (None, None),
-            _ => (Some(Disposition::Ack), None),
-        },
+        // The common case, settled at once without the bookkeeping failures need.
+        Outcome::Success => {
+            match policy {
+                AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError => {
+                    msg.settle_with_limit(Disposition::Ack, None);
+                }
+                AckPolicy::AckFirst => {}
+                AckPolicy::Manual => msg.handler_returned(),
+            }
+            return None;
+        }
         Outcome::Interrupted(d) => {
             why = format!("{d:?} interrupt from the handler");
             (Some(d), config.max_attempts)
