@@ -195,7 +195,7 @@ impl PartitionContext {
             d => d,
         };
         // Events are emitted under the ledger lock, so a partition's events reach observers in
-        // the order the tracker saw them; a settle's `Settled` comes last, after what it caused
+        // the order the tracker saw them; a settle's `Settled` comes first, then what it caused
         // (`OffsetStored`, `HeldBack`).
         let settled = |status: SettleStatus| {
             self.emit(|| Event::Settled {
@@ -209,18 +209,21 @@ impl PartitionContext {
         match disposition {
             Disposition::Ack | Disposition::Reject => match ledger.tracker.finish(offset, id) {
                 Ok(finished) => {
+                    let status = settled(SettleStatus::Settled(disposition));
                     if let Some(position) = finished.advanced_to {
-                        // Stored under the lock so stores of one partition are monotonic.
-                        self.offset.store(position);
                         self.emit(|| Event::OffsetStored {
                             tp: self.tp.clone(),
                             offset: position,
                         });
+                        // Stored under the lock so stores of one partition are monotonic, and
+                        // after the events, so an observer has seen the settle before any
+                        // commit can carry it.
+                        self.offset.store(position);
                     }
                     if let Some(held) = finished.held_back_by {
                         self.warn_held_back(held);
                     }
-                    settled(SettleStatus::Settled(disposition))
+                    status
                 }
                 Err(_) => settled(SettleStatus::Stale),
             },

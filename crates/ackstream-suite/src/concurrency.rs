@@ -532,11 +532,11 @@ async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
 }
 
 /// Replays the events: a store of offset `o` needs every record below `o` finished. A store is
-/// reported just before the settle that caused it (both under the partition's lock). Panics,
+/// reported just after the settle that caused it (both under the partition's lock). Panics,
 /// naming `case`, at the first store that breaks the rule.
 pub fn check_commit_rule(events: &[Event], case: &str) {
     let mut finished: HashMap<TopicPartition, BTreeSet<i64>> = HashMap::new();
-    for (i, event) in events.iter().enumerate() {
+    for event in events {
         match event {
             Event::Settled {
                 tp,
@@ -554,17 +554,7 @@ pub fn check_commit_rule(events: &[Event], case: &str) {
                 }
             }
             Event::OffsetStored { tp, offset } => {
-                let mut done = finished.get(tp).cloned().unwrap_or_default();
-                let cause = events[i + 1..].iter().find_map(|e| match e {
-                    Event::Settled {
-                        tp: t,
-                        offset: o,
-                        status: SettleStatus::Settled(Disposition::Ack | Disposition::Reject),
-                    } if t == tp => Some(*o),
-                    Event::Settled { tp: t, .. } if t == tp => Some(-1),
-                    _ => None,
-                });
-                done.extend(cause);
+                let done = finished.get(tp).cloned().unwrap_or_default();
                 let missing: Vec<i64> = (0..*offset).filter(|o| !done.contains(o)).collect();
                 assert!(
                     missing.is_empty(),

@@ -12,6 +12,7 @@
 //! never on sleeps, and use unique topic and group names so they can run in parallel.
 
 pub mod concurrency;
+pub mod explorer;
 mod fixture;
 pub mod policies;
 mod recorder;
