@@ -15,6 +15,7 @@ pub mod concurrency;
 pub mod explorer;
 mod fixture;
 pub mod policies;
+pub mod races;
 mod recorder;
 pub mod scenarios;
 
@@ -63,6 +64,28 @@ macro_rules! behaviour_suite {
             under_key_ordering_a_nack_delay_holds_back_only_its_key,
             commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
         );
+        $crate::__races_tests!([$(#[$attr])*] $fixture,
+            a_nack_from_another_task_keeps_the_commit_behind_the_record,
+            under_partition_ordering_a_lane_waits_for_its_nacked_record,
+            under_key_ordering_a_lane_waits_for_its_nacked_record,
+            two_nacks_pending_at_once_keep_their_own_delays,
+            a_revoke_during_a_key_delay_starts_nothing_of_that_key,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __races_tests {
+    ($attrs:tt $fixture:expr, $($name:ident),* $(,)?) => {
+        $(
+            $crate::__with_attrs!($attrs
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::races::$name(&$fixture).await;
+                }
+            );
+        )*
     };
 }
 
