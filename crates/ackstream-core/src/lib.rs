@@ -15,6 +15,7 @@
 mod macros;
 
 pub mod backend;
+mod backoff;
 mod broker;
 pub mod dead_letter;
 mod error;
@@ -34,6 +35,7 @@ mod state;
 mod subscriber;
 pub mod tracker;
 
+pub use backoff::Backoff;
 pub use broker::{Broker, BrokerCore, Publish, Runnable};
 pub use error::{BackendError, BoxError, ConfigError, HandlerError};
 pub use handler::{Handler, HandlerFuture};

@@ -143,13 +143,17 @@ impl KafkaMessage {
         Ok(self.settle(Disposition::Ack).await)
     }
 
-    /// Nacks: the partition is rewound to this record, which is delivered again (with every
-    /// later record of the partition). After the subscriber's `max_attempts` it is rejected.
+    /// Nacks: this record is delivered again, to this member, in its place in its lane (the
+    /// records of its partition under `Ordering::Partition`, of its key under `Ordering::Key`,
+    /// wait for it); records behind it that ran or finished are not delivered again. It stays
+    /// unfinished meanwhile, so no commit passes it. After the subscriber's `max_attempts` it
+    /// is rejected.
     pub async fn nack(&self) -> Result<SettleStatus, SettleError> {
         Ok(self.settle(Disposition::Nack { delay: None }).await)
     }
 
-    /// Nacks with a delay before the partition is read again.
+    /// Nacks with a delay: the record is delivered again no earlier than `delay` from now (its
+    /// lane waits with it; other lanes go on).
     pub async fn nack_after(&self, delay: Duration) -> Result<SettleStatus, SettleError> {
         Ok(self.settle(Disposition::Nack { delay: Some(delay) }).await)
     }
@@ -220,14 +224,9 @@ impl KafkaMessage {
         }
         let (offset, id, attempt) = (d.record.offset, d.id, d.attempt);
         match dead_letters.publish(&d.record, attempt, why).await {
-            Ok(_) => d.partition.apply(
-                d.record.key.as_ref(),
-                offset,
-                id,
-                attempt,
-                Disposition::Reject,
-                None,
-            ),
+            Ok(_) => d
+                .partition
+                .apply(&d.record, id, attempt, Disposition::Reject, None),
             Err(e) => {
                 tracing::error!(
                     topic = %d.record.topic,
@@ -240,8 +239,7 @@ impl KafkaMessage {
                 let retry = Disposition::Nack {
                     delay: Some(crate::dead_letter::RETRY_DELAY),
                 };
-                d.partition
-                    .apply(d.record.key.as_ref(), offset, id, attempt, retry, None)
+                d.partition.apply(&d.record, id, attempt, retry, None)
             }
         }
     }
@@ -257,14 +255,8 @@ impl KafkaMessage {
             return SettleStatus::AlreadySettled;
         }
         let d = &self.0;
-        d.partition.apply(
-            d.record.key.as_ref(),
-            d.record.offset,
-            d.id,
-            d.attempt,
-            disposition,
-            attempt_limit,
-        )
+        d.partition
+            .apply(&d.record, d.id, d.attempt, disposition, attempt_limit)
     }
 
     /// Marks that the handler returned without settling (manual policy).

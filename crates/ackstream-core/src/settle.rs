@@ -1,15 +1,19 @@
 //! Settlement: the bridge between a message handle and its partition's offset tracker.
 //!
 //! Every delivered message points at its partition's [`PartitionContext`]. A settle (from the
-//! handler, an interrupt or the policy) goes through it: the first settle of a delivery wins,
-//! the tracker moves the finished prefix, the new committable offset goes to the backend's
-//! offset store, and a nack leaves a rewind request for the partition task.
+//! handler, an interrupt, the policy, or any other task or thread holding the message) goes
+//! through it: the first settle of a delivery wins, the tracker moves the finished prefix, the
+//! new committable offset goes to the backend's offset store, and a nack leaves the record, in
+//! memory, as a [`Retry`] for the partition task to deliver again (only that record: nothing
+//! is rewound).
+//!
+//! Deliveries go through it too, under the same lock: a new record is refused while a retry is
+//! waiting to be taken ([`Delivery::RetryFirst`]), so a record never overtakes the nack of an
+//! earlier one, whichever task or thread the nack came from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use bytes::Bytes;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -17,7 +21,7 @@ use crate::backend::{OffsetStore, PartitionOffset};
 use crate::dead_letter::DeadLetters;
 use crate::event::{Event, Observer};
 use crate::interrupt::Disposition;
-use crate::record::TopicPartition;
+use crate::record::{Record, TopicPartition};
 use crate::tracker::{Delivered, DeliveryId, OffsetTracker, TrackerError};
 
 /// What a settle did.
@@ -28,8 +32,8 @@ pub enum SettleStatus {
     Settled(Disposition),
     /// The delivery had already been settled; nothing changed.
     AlreadySettled,
-    /// The delivery no longer counts: its partition was revoked, or an earlier record's nack
-    /// rewound the partition past it (it will be delivered again). Nothing changed.
+    /// The delivery no longer counts: its partition was revoked (its next owner delivers it
+    /// again), or it was superseded by a later delivery of the same record. Nothing changed.
     Stale,
 }
 
@@ -41,29 +45,41 @@ pub(crate) struct SettleConfig {
     pub(crate) dead_letters: Option<DeadLetters>,
 }
 
+/// A nacked record waiting to be delivered again.
 #[derive(Debug)]
-pub(crate) struct Rewind {
-    pub(crate) offset: i64,
-    pub(crate) delay: Option<Duration>,
-    /// The key of every nack with a delay, and its delay: under `Ordering::Key` only those keys
-    /// wait, and the partition is rewound at once.
-    pub(crate) key_delays: Vec<(Option<Bytes>, Duration)>,
+pub(crate) struct Retry {
+    pub(crate) record: Record,
+    /// Not before this (a nack's delay, a failure's backoff).
+    pub(crate) not_before: Option<Instant>,
+}
+
+/// What delivering a new record did.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// The tracker took it.
+    Accepted(Delivered),
+    /// A nacked record waits to be taken first: the record is not delivered (the caller keeps
+    /// it and offers it again after the retries).
+    RetryFirst,
+    /// The tracker cannot take it (revoked, or out of order): it is not handled.
+    Refused(TrackerError),
 }
 
 #[derive(Debug)]
 struct Ledger {
     tracker: OffsetTracker,
-    rewind: Option<Rewind>,
+    retries: Vec<Retry>,
 }
 
-/// One assigned partition's shared state: the tracker, the pending rewind, the offset store.
+/// One assigned partition's shared state: the tracker, the retries, the offset store.
 #[derive(Debug)]
 pub(crate) struct PartitionContext {
     pub(crate) tp: TopicPartition,
     ledger: Mutex<Ledger>,
-    pub(crate) rewind_signal: Notify,
-    /// Set with a pending rewind, so the partition task checks it without locking.
-    rewind_pending: AtomicBool,
+    /// Woken when a retry is left for the partition task.
+    pub(crate) retry_signal: Notify,
+    /// Set while retries wait, so the partition task checks them without locking.
+    retry_pending: AtomicBool,
     /// Set when the runtime stops the partition (revoke, shutdown), just before it cancels the
     /// partition's stop token: the per-record check, without the token's lock.
     pub(crate) stopping: AtomicBool,
@@ -96,10 +112,10 @@ impl PartitionContext {
             tp,
             ledger: Mutex::new(Ledger {
                 tracker,
-                rewind: None,
+                retries: Vec::new(),
             }),
-            rewind_signal: Notify::new(),
-            rewind_pending: AtomicBool::new(false),
+            retry_signal: Notify::new(),
+            retry_pending: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             offset,
             offsets,
@@ -113,29 +129,70 @@ impl PartitionContext {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn deliver(&self, offset: i64) -> Result<Delivered, TrackerError> {
-        self.ledger().tracker.deliver(offset)
+    /// Delivers a new record to the tracker, unless a retry must be taken first.
+    pub(crate) fn deliver(&self, offset: i64) -> Delivery {
+        let mut ledger = self.ledger();
+        if !ledger.retries.is_empty() {
+            return Delivery::RetryFirst;
+        }
+        match ledger.tracker.deliver(offset) {
+            Ok(delivered) => {
+                self.emit_delivered(offset, delivered.attempt);
+                Delivery::Accepted(delivered)
+            }
+            Err(e) => Delivery::Refused(e),
+        }
+    }
+
+    /// Delivers a nacked record again; `None` if that no longer counts (revoked meanwhile).
+    pub(crate) fn redeliver(&self, offset: i64) -> Option<Delivered> {
+        let mut ledger = self.ledger();
+        let delivered = ledger.tracker.redeliver(offset).ok()?;
+        self.emit_delivered(offset, delivered.attempt);
+        Some(delivered)
+    }
+
+    fn emit_delivered(&self, offset: i64, attempt: u32) {
+        // Under the ledger lock, so a delivery and the settles around it reach observers in
+        // the order the tracker saw them.
+        self.emit(|| Event::Delivered {
+            tp: self.tp.clone(),
+            offset,
+            attempt,
+        });
+    }
+
+    /// Whether retries wait to be taken (a lock-free check).
+    pub(crate) fn retry_pending(&self) -> bool {
+        self.retry_pending.load(Ordering::Acquire)
+    }
+
+    /// Takes the waiting retries, lowest offset first.
+    pub(crate) fn take_retries(&self) -> Vec<Retry> {
+        if !self.retry_pending() {
+            return Vec::new();
+        }
+        let mut ledger = self.ledger();
+        self.retry_pending.store(false, Ordering::Release);
+        let mut retries = std::mem::take(&mut ledger.retries);
+        retries.sort_by_key(|r| r.record.offset);
+        retries
     }
 
     /// Takes in the attempt counts the partition's previous owner handed over.
     pub(crate) fn carry_in(&self, attempts: &[(i64, u32)]) {
         if !attempts.is_empty() {
-            self.ledger().tracker.carry_in(attempts);
+            let limit = self.config.max_attempts;
+            self.ledger().tracker.carry_in(attempts, limit);
         }
     }
 
-    pub(crate) fn take_rewind(&self) -> Option<Rewind> {
-        if !self.rewind_pending.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut ledger = self.ledger();
-        self.rewind_pending.store(false, Ordering::Release);
-        ledger.rewind.take()
-    }
-
-    /// Fences the partition; returns its final committable offset.
+    /// Fences the partition; returns its final committable offset. Retries still waiting die
+    /// with the assignment (the partition's next owner delivers them from Kafka).
     pub(crate) fn revoke(&self) -> Option<i64> {
-        self.ledger().tracker.revoke()
+        let mut ledger = self.ledger();
+        ledger.retries.clear();
+        ledger.tracker.revoke()
     }
 
     pub(crate) fn offsets(&self) -> &Arc<dyn OffsetStore> {
@@ -170,17 +227,17 @@ impl PartitionContext {
         });
     }
 
-    /// Applies a settle to the tracker. `attempt_limit`: a nack of a record at or past this
-    /// attempt becomes a reject.
+    /// Applies a settle of one delivery of `record` to the tracker. `attempt_limit`: a nack of a
+    /// record at or past this attempt becomes a reject.
     pub(crate) fn apply(
         &self,
-        key: Option<&Bytes>,
-        offset: i64,
+        record: &Record,
         id: DeliveryId,
         attempt: u32,
         disposition: Disposition,
         attempt_limit: Option<u32>,
     ) -> SettleStatus {
+        let offset = record.offset;
         let disposition = match disposition {
             Disposition::Nack { .. } if attempt_limit.is_some_and(|limit| attempt >= limit) => {
                 tracing::warn!(
@@ -228,33 +285,21 @@ impl PartitionContext {
                 Err(_) => settled(SettleStatus::Stale),
             },
             Disposition::Nack { delay } => match ledger.tracker.nack(offset, id) {
-                Ok(rewind_to) => {
+                Ok(_) => {
                     // Counted attempts go with the commits, so another member continues them.
                     if let Some((at, attempts)) = ledger.tracker.carry_out() {
                         self.offset.carry_attempts(at, &attempts);
                     }
-                    let previous = ledger.rewind.take();
-                    let mut key_delays = previous
-                        .as_ref()
-                        .map(|r| r.key_delays.clone())
-                        .unwrap_or_default();
-                    if let Some(delay) = delay {
-                        key_delays.push((key.cloned(), delay));
-                    }
-                    let (offset, delay) = match previous {
-                        Some(r) if r.offset < rewind_to => (r.offset, r.delay),
-                        _ => (rewind_to, delay),
-                    };
-                    let rewind = Rewind {
-                        offset,
-                        delay,
-                        key_delays,
-                    };
-                    ledger.rewind = Some(rewind);
-                    self.rewind_pending.store(true, Ordering::Release);
+                    // The event first, then the delay starts: an observer never sees the
+                    // retry come earlier than the delay after the event.
                     let status = settled(SettleStatus::Settled(disposition));
+                    ledger.retries.push(Retry {
+                        record: record.clone(),
+                        not_before: delay.map(|d| Instant::now() + d),
+                    });
+                    self.retry_pending.store(true, Ordering::Release);
                     drop(ledger);
-                    self.rewind_signal.notify_one();
+                    self.retry_signal.notify_one();
                     status
                 }
                 Err(_) => settled(SettleStatus::Stale),

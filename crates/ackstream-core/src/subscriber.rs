@@ -45,6 +45,9 @@ pub struct SubscriberConfig {
     pub max_attempts: Option<u32>,
     /// Deliveries of an undecodable record before it is rejected under `NackOnError`.
     pub max_decode_attempts: u32,
+    /// The wait before a failed record (handler error or panic, decode failure) is delivered
+    /// again under `NackOnError`.
+    pub retry_backoff: crate::Backoff,
     /// Manual policy: an ack also finishes earlier records the handler left unsettled.
     pub manual_cumulative: bool,
     /// Records of this subscriber in flight at once, over all its partitions (`None`: one per
@@ -91,6 +94,7 @@ pub struct SubscriberBuilder<B: Backend> {
     choices: Vec<(&'static str, AckPolicy)>,
     max_attempts: Option<u32>,
     max_decode_attempts: u32,
+    retry_backoff: crate::Backoff,
     manual_cumulative: bool,
     max_workers: Option<usize>,
     ordering: Ordering,
@@ -117,6 +121,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             choices: Vec::new(),
             max_attempts: None,
             max_decode_attempts: DEFAULT_DECODE_ATTEMPTS,
+            retry_backoff: crate::Backoff::default(),
             manual_cumulative: false,
             max_workers: None,
             ordering: Ordering::Partition,
@@ -177,6 +182,16 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// (default [`DEFAULT_DECODE_ATTEMPTS`]; `max_attempts`, when set, takes precedence).
     pub fn max_decode_attempts(mut self, attempts: u32) -> Self {
         self.max_decode_attempts = attempts;
+        self
+    }
+
+    /// The wait before a failed record is delivered again under `NackOnError` (a handler
+    /// error or panic, a decode failure), so a record that always fails cannot spin a core.
+    /// Default: [`Backoff::default`](crate::Backoff) (100 ms doubling to 30 s);
+    /// [`Backoff::none`](crate::Backoff::none) turns it off. An explicit nack keeps its own
+    /// delay.
+    pub fn retry_backoff(mut self, backoff: crate::Backoff) -> Self {
+        self.retry_backoff = backoff;
         self
     }
 
@@ -321,6 +336,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             ack_policy,
             max_attempts: self.max_attempts,
             max_decode_attempts: self.max_decode_attempts,
+            retry_backoff: self.retry_backoff,
             manual_cumulative: self.manual_cumulative,
             max_workers: self.max_workers,
             ordering: self.ordering,

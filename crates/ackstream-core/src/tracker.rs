@@ -4,9 +4,11 @@
 //! So the only safe offset to commit for a partition is the offset of its first delivered record
 //! that is not finished (acked or rejected). The tracker keeps, per partition, the delivered
 //! records that the finished prefix has not yet passed, and moves that prefix as records finish,
-//! in whatever order they finish. A nack drops the nacked record and every later one (they will
-//! be delivered again from the rewound position). A revoke fences the tracker: nothing settles
-//! through it afterwards, because the partition may already belong to another member.
+//! in whatever order they finish. A nacked record stays pending, unfinished, until the runtime
+//! delivers it again ([`redeliver`](OffsetTracker::redeliver)) and it finishes; nothing else is
+//! undone by a nack, so records behind it that finished stay finished. A revoke fences the
+//! tracker: nothing settles through it afterwards, because the partition may already belong to
+//! another member.
 //!
 //! It is pure: no I/O, no clock, no locks. The runtime calls it under a lock and acts on what it
 //! returns (store an offset, seek, log a warning).
@@ -52,12 +54,16 @@ pub struct Finished {
     pub held_back_by: Option<i64>,
 }
 
+/// Attempt counts carried in from a previous owner are clamped to this, so a count nobody
+/// could have reached (another client's metadata, a corrupted value) cannot overflow.
+pub const CARRY_COUNT_MAX: u32 = 1_000_000;
+
 /// Why the tracker refused an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrackerError {
     /// The partition was revoked; nothing settles through this tracker any more.
     Revoked,
-    /// The delivery is not pending: already finished, or dropped by an earlier nack's rewind.
+    /// The delivery is not pending: already finished, nacked, or superseded by a redelivery.
     Stale,
     /// A delivery arrived out of offset order (a backend bug or a seek the runtime did not ask for).
     OutOfOrder {
@@ -90,6 +96,8 @@ enum State {
     Returned,
     /// Acked or rejected.
     Finished,
+    /// Nacked: unfinished, waiting to be delivered again.
+    Nacked,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -109,8 +117,8 @@ pub struct OffsetTracker {
     /// Every delivered record below this offset is finished.
     position: Option<i64>,
     next_id: DeliveryId,
-    /// Attempts so far of records that were nacked and not yet finished.
-    nacked: HashMap<i64, u32>,
+    /// Attempts a previous owner made of records not delivered here yet (see `carry_in`).
+    carried: HashMap<i64, u32>,
     /// The first offset delivered (where this assignment started reading).
     start: Option<i64>,
     revoked: bool,
@@ -132,8 +140,8 @@ impl OffsetTracker {
         }
     }
 
-    /// Records a delivery of `offset`. Offsets must increase; after a nack the rewound offsets
-    /// may be delivered again.
+    /// Records the first delivery (here) of `offset`. Offsets must increase: a nacked record
+    /// comes back through [`redeliver`](Self::redeliver), not through this.
     pub fn deliver(&mut self, offset: i64) -> Result<Delivered, TrackerError> {
         if self.revoked {
             return Err(TrackerError::Revoked);
@@ -153,10 +161,12 @@ impl OffsetTracker {
         if self.start.is_none() {
             self.start = Some(offset);
         }
-        let attempt = if self.nacked.is_empty() {
+        let attempt = if self.carried.is_empty() {
             1
         } else {
-            self.nacked.get(&offset).map_or(1, |a| a + 1)
+            self.carried
+                .remove(&offset)
+                .map_or(1, |a| a.saturating_add(1))
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -180,9 +190,6 @@ impl OffsetTracker {
             && (front.offset, front.id, front.state) == (offset, id, State::InFlight)
         {
             self.pending.pop_front();
-            if !self.nacked.is_empty() {
-                self.nacked.remove(&offset);
-            }
             self.position = Some(offset + 1);
             if self.pending.is_empty() {
                 return Ok(Finished {
@@ -220,29 +227,77 @@ impl OffsetTracker {
         Ok(self.newly_held_back())
     }
 
-    /// Nacks a delivery: it and every later pending delivery are dropped, to be delivered again
-    /// from the returned offset, where the caller must rewind the partition.
-    pub fn nack(&mut self, offset: i64, id: DeliveryId) -> Result<i64, TrackerError> {
+    /// Nacks a delivery: the record stays unfinished (holding the commit back) until it is
+    /// delivered again with [`redeliver`](Self::redeliver). Returns the attempt it failed.
+    pub fn nack(&mut self, offset: i64, id: DeliveryId) -> Result<u32, TrackerError> {
         let idx = self.index_of(offset, id)?;
-        let attempt = self.pending[idx].attempt;
-        self.nacked.insert(offset, attempt);
-        self.pending.truncate(idx);
-        Ok(offset)
+        let entry = &mut self.pending[idx];
+        entry.state = State::Nacked;
+        Ok(entry.attempt)
+    }
+
+    /// Delivers a nacked record again: a new delivery id (settles of the old one are stale)
+    /// and the next attempt number.
+    ///
+    /// ```
+    /// use ackstream_core::tracker::OffsetTracker;
+    /// let mut t = OffsetTracker::new();
+    /// let a = t.deliver(3).unwrap();
+    /// let b = t.deliver(4).unwrap();
+    /// t.nack(3, a.id).unwrap();
+    /// // 4 finishes meanwhile and stays finished; 3 holds the commit back.
+    /// assert_eq!(t.finish(4, b.id).unwrap().advanced_to, None);
+    /// let again = t.redeliver(3).unwrap();
+    /// assert_eq!(again.attempt, 2);
+    /// assert_eq!(t.finish(3, again.id).unwrap().advanced_to, Some(5));
+    /// ```
+    pub fn redeliver(&mut self, offset: i64) -> Result<Delivered, TrackerError> {
+        if self.revoked {
+            return Err(TrackerError::Revoked);
+        }
+        let idx = self
+            .pending
+            .binary_search_by_key(&offset, |e| e.offset)
+            .map_err(|_| TrackerError::Stale)?;
+        let id = self.next_id;
+        let entry = &mut self.pending[idx];
+        if entry.state != State::Nacked {
+            return Err(TrackerError::Stale);
+        }
+        self.next_id += 1;
+        entry.id = id;
+        entry.attempt = entry.attempt.saturating_add(1);
+        entry.state = State::InFlight;
+        entry.warned = false;
+        Ok(Delivered {
+            id,
+            attempt: entry.attempt,
+        })
     }
 
     /// Takes in attempt counts a previous owner of the partition carried out (see
     /// [`carry_out`](Self::carry_out)): such a record is delivered next with its count + 1.
     ///
+    /// Counts are read from the broker, so they are validated, not trusted: they are clamped to
+    /// [`CARRY_COUNT_MAX`], and with an attempt limit to `limit - 1` (a count that high can
+    /// only come from elsewhere: this framework rejects a record at its limit), so a carried
+    /// count never overflows and never rejects a record before it was tried here once.
+    ///
     /// ```
     /// use ackstream_core::tracker::OffsetTracker;
     /// let mut t = OffsetTracker::new();
-    /// t.carry_in(&[(7, 2)]);
+    /// t.carry_in(&[(7, 2), (8, u32::MAX)], Some(5));
     /// assert_eq!(t.deliver(7).unwrap().attempt, 3);
+    /// assert_eq!(t.deliver(8).unwrap().attempt, 5, "clamped: one attempt left here");
     /// ```
-    pub fn carry_in(&mut self, attempts: &[(i64, u32)]) {
+    pub fn carry_in(&mut self, attempts: &[(i64, u32)], limit: Option<u32>) {
+        let most = limit.map_or(CARRY_COUNT_MAX, |l| {
+            l.saturating_sub(1).min(CARRY_COUNT_MAX)
+        });
         for &(offset, count) in attempts {
-            if count > 0 && self.position.is_none_or(|p| offset >= p) {
-                let n = self.nacked.entry(offset).or_insert(0);
+            let count = count.min(most);
+            if count > 0 && offset >= 0 && self.position.is_none_or(|p| offset >= p) {
+                let n = self.carried.entry(offset).or_insert(0);
                 *n = (*n).max(count);
             }
         }
@@ -250,15 +305,18 @@ impl OffsetTracker {
 
     /// What to hand over to the partition's next owner, with a commit: the offset to commit
     /// (the committable offset, or the first delivered one if nothing finished yet) and the
-    /// attempt counts of the nacked records at or after it, lowest offsets first, at most
-    /// [`CARRY_MAX`] of them. `None` before the first delivery.
+    /// failed attempts so far of the unfinished records at or after it, lowest offsets first,
+    /// at most [`CARRY_MAX`] of them. `None` before the first delivery.
     pub fn carry_out(&self) -> Option<(i64, Vec<(i64, u32)>)> {
         let at = self.position.or(self.start)?;
-        let mut attempts: Vec<(i64, u32)> = self
-            .nacked
-            .iter()
-            .filter(|&(&offset, _)| offset >= at)
-            .map(|(&offset, &count)| (offset, count))
+        let failed = self.pending.iter().filter_map(|e| match e.state {
+            State::Nacked => Some((e.offset, e.attempt)),
+            State::InFlight | State::Returned if e.attempt > 1 => Some((e.offset, e.attempt - 1)),
+            _ => None,
+        });
+        let mut attempts: Vec<(i64, u32)> = failed
+            .chain(self.carried.iter().map(|(&offset, &count)| (offset, count)))
+            .filter(|&(offset, _)| offset >= at)
             .collect();
         attempts.sort_unstable();
         attempts.truncate(CARRY_MAX);
@@ -309,7 +367,7 @@ impl OffsetTracker {
                 .map_err(|_| TrackerError::Stale)?,
         };
         let e = &self.pending[idx];
-        if e.id != id || e.state == State::Finished {
+        if e.id != id || matches!(e.state, State::Finished | State::Nacked) {
             return Err(TrackerError::Stale);
         }
         Ok(idx)
@@ -323,9 +381,6 @@ impl OffsetTracker {
             }
             let offset = front.offset;
             self.pending.pop_front();
-            if !self.nacked.is_empty() {
-                self.nacked.remove(&offset);
-            }
             self.position = Some(offset + 1);
         }
         (self.position != before).then_some(self.position).flatten()

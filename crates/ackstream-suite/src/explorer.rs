@@ -535,7 +535,11 @@ fn subscribe<F: Fixture>(
         .group_id(group)
         .auto_offset_reset(OffsetReset::Earliest)
         .ack_policy(s.policy)
-        .ordering(s.ordering);
+        .ordering(s.ordering)
+        .retry_backoff(ackstream::Backoff::exponential(
+            Duration::from_millis(s.backoff_ms),
+            Duration::from_millis(4 * s.backoff_ms),
+        ));
     if let Some(n) = s.workers {
         b = b.max_workers(n);
     }
@@ -675,6 +679,9 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
     });
     let violations = check(&s, &topic, &entries, &committed).err();
     let found: Vec<String> = hung.into_iter().chain(violations).collect();
+    if replayed_seed() == Some(seed) {
+        eprintln!("{}", tail_from(&entries, 0));
+    }
     if !found.is_empty() {
         panic!(
             "{}: {}; replay with ACKSTREAM_EXPLORER_SEED={seed}\n{}",
@@ -721,8 +728,11 @@ async fn sample_committed<F: Fixture>(
 }
 
 fn tail(entries: &[(Instant, Entry)]) -> String {
+    tail_from(entries, entries.len().saturating_sub(80))
+}
+
+fn tail_from(entries: &[(Instant, Entry)], from: usize) -> String {
     let start = entries.first().map(|(t, _)| *t);
-    let from = entries.len().saturating_sub(80);
     entries[from..]
         .iter()
         .map(|(t, e)| {

@@ -60,7 +60,7 @@ macro_rules! behaviour_suite {
             unordered_runs_up_to_max_workers_at_once,
             max_workers_bounds_the_subscriber_across_partitions,
             key_ordering_never_overlaps_a_key_and_keeps_its_order,
-            nack_under_concurrency_redelivers_from_the_nacked_record,
+            nack_under_concurrency_redelivers_only_the_nacked_record,
             under_key_ordering_a_nack_delay_holds_back_only_its_key,
             commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
         );

@@ -216,7 +216,13 @@ pub async fn nack_on_error_commits_after_success_and_redelivers_after_error<F: F
     assert_eq!(recorder.deliveries(&p, 2), 1);
     assert_eq!(
         recorder.settles(&p, 1),
-        vec![Disposition::Nack { delay: None }, Disposition::Ack]
+        vec![
+            Disposition::Nack {
+                delay: Some(Duration::from_millis(100)),
+            },
+            Disposition::Ack
+        ],
+        "a failure backs off (100 ms by default) before its retry"
     );
     assert_eq!(
         recorder.stored(&p),
@@ -1054,7 +1060,9 @@ pub async fn attempts_survive_a_move_to_another_member<F: Fixture>(fx: &F) {
     first_app.shutdown().await.unwrap();
     assert_eq!(
         first_rec.settles(&p, 0),
-        [Disposition::Nack { delay: None }; 2]
+        [100, 200].map(|ms| Disposition::Nack {
+            delay: Some(Duration::from_millis(ms)),
+        })
     );
 
     let second = fx.connect();

@@ -67,7 +67,7 @@ mod app;
 pub mod testing;
 
 pub use ackstream_core::{
-    AckMessage, AckPolicy, BackendError, BoxError, Broker, BrokerCore, ConfigError,
+    AckMessage, AckPolicy, BackendError, Backoff, BoxError, Broker, BrokerCore, ConfigError,
     DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header, Headers, IntoOutcome,
     KafkaMessage, NackAfter, NackMessage, OffsetReset, Ordering, Outcome, OutgoingRecord, Publish,
     Record, RecordPosition, RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder,

@@ -25,7 +25,9 @@ fn message(
         dead_letters: None,
     });
     let ctx = Arc::new(PartitionContext::new(tp, Arc::new(NoCommit), config, false));
-    let delivered = ctx.deliver(0).expect("first delivery");
+    let crate::settle::Delivery::Accepted(delivered) = ctx.deliver(0) else {
+        panic!("first delivery refused");
+    };
     let record = Record {
         topic: "fuzz".into(),
         partition: 0,

@@ -7,23 +7,20 @@
 //! it. A record starts once it has a worker permit from the subscriber's shared pool; a lane
 //! hands its permit straight to its next record.
 //!
-//! Bounds: at most `max_workers` records of the partition are held (running or waiting; a
-//! paused key holds none); at the bound the partition reads nothing more, so the backend keeps
-//! (and stops fetching) the rest.
+//! A nack sends back only the nacked record: it rejoins its lane in its place (ahead of the
+//! lane's later records) and runs again after its delay; the records behind it that ran or
+//! finished are not delivered again, and librdkafka's prefetched records are kept. A record
+//! waiting out its delay holds no worker (its lane waits; other lanes go on). The lane of a
+//! record that ran takes in any nack made during the run before it starts its next record, so
+//! a lane never runs past its nacked record.
 //!
-//! A nack rewinds the partition: records at or after the nacked offset that are still waiting
-//! are dropped, those already running finish but their settles are stale (changing nothing), and
-//! all of them are delivered again from the rewound position. Under `Ordering::Key` a
-//! redelivered record still waits for its earlier run to finish, so one key never overlaps.
-//!
-//! A nack's delay holds back the whole partition under `Partition` and `Unordered`, but only
-//! the nacked key under `Key`: the partition is rewound at once, and the key's lane pauses (a
-//! pause holds no worker) while other keys go on. Either way the nacked record stays
-//! unfinished, so the commit does not pass it during the delay.
+//! Bounds: at most `max_workers` records of the partition are held (running, waiting in a lane
+//! or for a permit), plus at most `max_workers` more waiting out a nack's delay (so a key
+//! waiting out its delay does not stop the other keys); at the bound the partition reads
+//! nothing more, so the backend keeps (and stops fetching) the rest.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -37,7 +34,8 @@ use crate::backend::PartitionFeed;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
 use crate::ordering::Ordering;
-use crate::settle::PartitionContext;
+use crate::record::Record;
+use crate::settle::{PartitionContext, Retry};
 use crate::state::StateMap;
 use crate::subscriber::SubscriberConfig;
 
@@ -52,26 +50,40 @@ enum Lane {
     Free,
 }
 
-fn lane_of(ordering: Ordering, msg: &KafkaMessage) -> Lane {
+fn lane_for(ordering: Ordering, key: Option<&Bytes>) -> Lane {
     match ordering {
         Ordering::Partition => Lane::Partition,
-        Ordering::Key => Lane::Key(msg.key().cloned()),
+        Ordering::Key => Lane::Key(key.cloned()),
         Ordering::Unordered => Lane::Free,
     }
 }
 
-/// A record that finished running (or a pause that ended), and the permit it ran with.
-struct Finished {
-    lane: Lane,
-    permit: Option<OwnedSemaphorePermit>,
-    pause: bool,
+/// A record waiting for its turn: delivered for the first time, or nacked and to be delivered
+/// again.
+enum Item {
+    Fresh(KafkaMessage),
+    Retry(Retry),
 }
 
-/// What waits in a busy lane.
-enum Queued {
-    Record(KafkaMessage),
-    /// A nack's delay under `Ordering::Key`: the key's next record waits until then.
-    Pause(Instant),
+impl Item {
+    fn offset(&self) -> i64 {
+        match self {
+            Item::Fresh(m) => m.offset(),
+            Item::Retry(r) => r.record.offset,
+        }
+    }
+}
+
+/// What a future in `running` ends with.
+enum Done {
+    /// A handler run ended; its permit goes to the lane's next record.
+    Ran {
+        lane: Lane,
+        offset: i64,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// A retry waited out its delay (or the partition stopped): it runs once it has a permit.
+    Due { lane: Lane, record: Record },
 }
 
 /// The partition's records in flight and waiting.
@@ -79,76 +91,135 @@ struct Dispatch<H, T> {
     handler: H,
     state: StateMap,
     config: Arc<SubscriberConfig>,
+    ctx: Arc<PartitionContext>,
     workers: Option<Arc<Semaphore>>,
-    /// Ends pauses early when the partition stops.
+    /// Ends retry delays early when the partition stops.
     stop: CancellationToken,
-    /// Lanes with a record running (or pausing); what is queued behind it.
-    busy: HashMap<Lane, VecDeque<Queued>>,
-    /// Records waiting in a lane or for a permit.
-    waiting: usize,
-    /// Pauses among `running` (they hold no record, so they do not count against the bound).
-    pausing: usize,
-    /// Records whose lane's turn came after a pause, waiting for a worker permit.
-    needs_permit: VecDeque<(KafkaMessage, Lane)>,
-    running: FuturesUnordered<BoxFuture<'static, Finished>>,
+    /// Lanes with a record running or waiting out its delay; what is queued behind it.
+    busy: HashMap<Lane, VecDeque<Item>>,
+    /// Records held: running, queued in a lane, waiting for a permit or out a delay.
+    held: usize,
+    /// Of those, records waiting out a nack's delay: they hold no worker, and up to the bound
+    /// of them take no place in it, so a key waiting out its delay does not stop the others.
+    sleeping: usize,
+    /// Records whose turn came, waiting for a worker permit, first come first served.
+    needs_permit: VecDeque<(Item, Lane)>,
+    running: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// Offsets with a handler run in progress.
+    in_run: HashSet<i64>,
+    /// Without lanes (`Unordered`): retries of records whose earlier run has not ended yet.
+    after_run: HashMap<i64, Retry>,
     _marker: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<H: Handler<T>, T> Dispatch<H, T> {
-    fn held(&self) -> usize {
-        self.running.len() - self.pausing + self.waiting
+    fn stopped(&self) -> bool {
+        self.ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || self.stop.is_cancelled()
     }
 
-    /// Queues `msg` behind its lane's running record; gives it back if its lane is free.
-    fn queue(&mut self, msg: KafkaMessage) -> Option<(KafkaMessage, Lane)> {
-        let lane = lane_of(self.config.ordering, &msg);
-        if lane != Lane::Free
-            && let Some(queue) = self.busy.get_mut(&lane)
-        {
-            queue.push_back(Queued::Record(msg));
-            self.waiting += 1;
-            return None;
-        }
-        Some((msg, lane))
+    /// A record read from the feed and delivered to the tracker.
+    fn fresh(&mut self, msg: KafkaMessage) {
+        self.held += 1;
+        let lane = lane_for(self.config.ordering, msg.key());
+        self.offer(Item::Fresh(msg), lane);
     }
 
-    /// Holds a key's lane until `until` (a nack's delay under `Ordering::Key`): a record of the
-    /// key still running finishes first, then the lane pauses; its other records wait.
-    fn pause(&mut self, lane: Lane, until: Instant) {
-        match self.busy.get_mut(&lane) {
-            Some(queue) => queue.push_front(Queued::Pause(until)),
-            None => {
-                self.busy.insert(lane.clone(), VecDeque::new());
-                self.sleep(lane, until);
+    /// Takes in the retries nacks left, each into its place in its lane.
+    fn absorb(&mut self) {
+        for retry in self.ctx.take_retries() {
+            self.held += 1;
+            let lane = lane_for(self.config.ordering, retry.record.key.as_ref());
+            let offset = retry.record.offset;
+            if lane == Lane::Free && self.in_run.contains(&offset) {
+                self.after_run.insert(offset, retry);
+            } else {
+                self.offer(Item::Retry(retry), lane);
             }
         }
     }
 
-    fn sleep(&mut self, lane: Lane, until: Instant) {
-        let stop = self.stop.clone();
-        self.pausing += 1;
-        self.running.push(Box::pin(async move {
-            tokio::select! {
-                () = tokio::time::sleep_until(until.into()) => {}
-                () = stop.cancelled() => {}
-            }
-            Finished {
-                lane,
-                permit: None,
-                pause: true,
-            }
-        }));
-    }
-
-    /// Starts a record whose lane is free.
-    fn admit(&mut self, msg: KafkaMessage, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+    /// Queues `item` in its lane, in offset order, or begins it if the lane is free.
+    fn offer(&mut self, item: Item, lane: Lane) {
         if lane != Lane::Free {
+            if let Some(queue) = self.busy.get_mut(&lane) {
+                let at = queue
+                    .iter()
+                    .position(|q| q.offset() > item.offset())
+                    .unwrap_or(queue.len());
+                queue.insert(at, item);
+                return;
+            }
             self.busy.insert(lane.clone(), VecDeque::new());
         }
-        self.start(msg, lane, permit);
+        self.begin(item, lane, None);
     }
 
-    fn start(&mut self, msg: KafkaMessage, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+    /// `item`'s turn in its lane has come: a retry first waits out its delay (holding no
+    /// worker), then it needs a permit (or takes the one its lane hands over).
+    fn begin(&mut self, item: Item, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+        if let Item::Retry(Retry {
+            record,
+            not_before: Some(at),
+        }) = item
+        {
+            if at > std::time::Instant::now() {
+                drop(permit);
+                self.sleeping += 1;
+                let stop = self.stop.clone();
+                self.running.push(Box::pin(async move {
+                    let wait = at.saturating_duration_since(std::time::Instant::now());
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    Done::Due { lane, record }
+                }));
+                return;
+            }
+            return self.with_permit(
+                Item::Retry(Retry {
+                    record,
+                    not_before: None,
+                }),
+                lane,
+                permit,
+            );
+        }
+        self.with_permit(item, lane, permit);
+    }
+
+    fn with_permit(&mut self, item: Item, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+        let permit = match (permit, &self.workers) {
+            (None, Some(pool)) => match pool.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.needs_permit.push_back((item, lane));
+                    return;
+                }
+            },
+            (permit, _) => permit,
+        };
+        self.start(item, lane, permit);
+    }
+
+    /// Runs `item`'s handler. Nothing starts once the partition is stopping.
+    fn start(&mut self, item: Item, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+        if self.stopped() {
+            return;
+        }
+        let msg = match item {
+            Item::Fresh(msg) => msg,
+            Item::Retry(retry) => match partition::redeliver(&self.ctx, retry.record, None) {
+                Some(msg) => msg,
+                None => {
+                    // Revoked meanwhile: no longer ours to deliver.
+                    self.held -= 1;
+                    return self.next_in_lane(lane, permit);
+                }
+            },
+        };
+        let offset = msg.offset();
+        self.in_run.insert(offset);
         let (handler, state, config) = (
             self.handler.clone(),
             self.state.clone(),
@@ -156,68 +227,55 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         );
         self.running.push(Box::pin(async move {
             policy::process(&msg, &handler, &state, &config).await;
-            Finished {
+            Done::Ran {
                 lane,
+                offset,
                 permit,
-                pause: false,
             }
         }));
     }
 
-    /// A record (or a pause) finished: its lane's next record starts with the same permit.
-    fn finished(&mut self, done: Finished) {
-        if done.pause {
-            self.pausing -= 1;
-        }
-        if done.lane != Lane::Free {
-            self.next_in_lane(done.lane, done.permit);
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Ran {
+                lane,
+                offset,
+                permit,
+            } => {
+                self.held -= 1;
+                self.in_run.remove(&offset);
+                // A nack made during the run joins the lane before the lane moves on.
+                self.absorb();
+                if let Some(retry) = self.after_run.remove(&offset) {
+                    self.begin(Item::Retry(retry), Lane::Free, None);
+                }
+                self.next_in_lane(lane, permit);
+            }
+            Done::Due { lane, record } => {
+                self.sleeping -= 1;
+                self.with_permit(
+                    Item::Retry(Retry {
+                        record,
+                        not_before: None,
+                    }),
+                    lane,
+                    None,
+                )
+            }
         }
     }
 
-    /// Starts what comes next in a busy lane, or frees the lane. A record after a pause (which
-    /// held no permit) needs one from the pool first.
+    /// Begins what comes next in a busy lane, with the permit of the record that ran, or frees
+    /// the lane.
     fn next_in_lane(&mut self, lane: Lane, permit: Option<OwnedSemaphorePermit>) {
+        if lane == Lane::Free {
+            return;
+        }
         match self.busy.get_mut(&lane).and_then(VecDeque::pop_front) {
-            Some(Queued::Record(msg)) => {
-                let permit = match (permit, &self.workers) {
-                    (None, Some(pool)) => match pool.clone().try_acquire_owned() {
-                        Ok(permit) => Some(permit),
-                        Err(_) => {
-                            self.needs_permit.push_back((msg, lane));
-                            return;
-                        }
-                    },
-                    (permit, _) => permit,
-                };
-                self.waiting -= 1;
-                self.start(msg, lane, permit);
-            }
-            // A pause holds no worker: the permit goes back to the pool.
-            Some(Queued::Pause(until)) => self.sleep(lane, until),
+            Some(item) => self.begin(item, lane, permit),
             None => {
                 self.busy.remove(&lane);
             }
-        }
-    }
-
-    /// Drops waiting records at or after a rewind: they will be delivered again. Pauses stay.
-    fn drop_waiting_from(&mut self, offset: i64) {
-        for queue in self.busy.values_mut() {
-            let before = queue.len();
-            queue.retain(|q| match q {
-                Queued::Record(m) => m.offset() < offset,
-                Queued::Pause(_) => true,
-            });
-            self.waiting -= before - queue.len();
-        }
-        // A lane whose next record was waiting for a permit moves on to what follows it.
-        let (dropped, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.needs_permit)
-            .into_iter()
-            .partition(|(m, _)| m.offset() >= offset);
-        self.needs_permit = kept.into();
-        for (_, lane) in dropped {
-            self.waiting -= 1;
-            self.next_in_lane(lane, None);
         }
     }
 }
@@ -235,81 +293,60 @@ pub(super) async fn run<F, H, T>(
     H: Handler<T>,
 {
     let bound = config.max_workers.unwrap_or(1).max(1);
-    let by_key = config.ordering == Ordering::Key;
     let mut d = Dispatch {
         handler,
         state,
         config,
+        ctx: ctx.clone(),
         workers: workers.clone(),
         stop: stop.clone(),
         busy: HashMap::new(),
-        waiting: 0,
-        pausing: 0,
+        held: 0,
+        sleeping: 0,
         needs_permit: VecDeque::new(),
         running: FuturesUnordered::new(),
+        in_run: HashSet::new(),
+        after_run: HashMap::new(),
         _marker: std::marker::PhantomData,
     };
-    // A record whose lane is free, waiting for a permit from the subscriber's pool.
-    let mut pending: Option<(KafkaMessage, Lane)> = None;
-    'read: loop {
-        if let Some(rewind) = ctx.take_rewind() {
-            d.drop_waiting_from(rewind.offset);
-            if pending
-                .as_ref()
-                .is_some_and(|(m, _)| m.offset() >= rewind.offset)
-            {
-                pending = None;
-            }
-            if by_key {
-                // Only the nacked keys wait; the partition is read again at once.
-                let now = Instant::now();
-                for (key, delay) in rewind.key_delays {
-                    d.pause(Lane::Key(key), now + delay);
-                }
-            } else if let Some(delay) = rewind.delay
-                && !wait_out(&mut d, delay, &stop).await
-            {
-                break 'read;
-            }
-            if !partition::seek(&mut feed, rewind.offset, &stop).await {
-                break 'read;
+    // A record read while a retry was waiting to be taken: offered again after it.
+    let mut held_back: Option<Record> = None;
+    loop {
+        if ctx.retry_pending() {
+            d.absorb();
+        }
+        if let Some(record) = held_back.take() {
+            match partition::deliver(&ctx, record, None) {
+                Ok(Some(msg)) => d.fresh(msg),
+                Ok(None) => {}
+                Err(record) => held_back = Some(record),
             }
             continue;
         }
-        let room = pending.is_none() && d.held() < bound;
+        let room = d.needs_permit.is_empty() && d.held - d.sleeping.min(bound) < bound;
         tokio::select! {
             biased;
-            () = stop.cancelled() => break 'read,
+            () = stop.cancelled() => break,
             Some(done) = d.running.next(), if !d.running.is_empty() => d.finished(done),
-            () = ctx.rewind_signal.notified() => {}
-            permit = acquire(workers.as_ref()), if pending.is_some() || !d.needs_permit.is_empty() => {
-                // A lane's turn after a pause came first, so it goes first.
-                if let Some((msg, lane)) = d.needs_permit.pop_front() {
-                    d.waiting -= 1;
-                    d.start(msg, lane, permit);
-                } else if let Some((msg, lane)) = pending.take() {
-                    d.admit(msg, lane, permit);
+            () = ctx.retry_signal.notified() => {}
+            permit = acquire(workers.as_ref()), if !d.needs_permit.is_empty() => {
+                if let Some((item, lane)) = d.needs_permit.pop_front() {
+                    d.start(item, lane, permit);
                 }
             }
             next = feed.next(), if room => {
-                let Some(record) = next else { break 'read };
-                let Some(msg) = partition::deliver(&ctx, record, None) else {
-                    continue;
-                };
-                if let Some((msg, lane)) = d.queue(msg) {
-                    match &workers {
-                        None => d.admit(msg, lane, None),
-                        Some(pool) => match pool.clone().try_acquire_owned() {
-                            Ok(permit) => d.admit(msg, lane, Some(permit)),
-                            Err(_) => pending = Some((msg, lane)),
-                        },
-                    }
+                let Some(record) = next else { break };
+                match partition::deliver(&ctx, record, None) {
+                    Ok(Some(msg)) => d.fresh(msg),
+                    Ok(None) => {}
+                    Err(record) => held_back = Some(record),
                 }
             }
         }
     }
     // Stopping: nothing new starts; running handlers finish (the runtime cancels this task at
-    // its drain deadline). Waiting records are left unfinished, so they are not committed.
+    // its drain deadline); retries waiting out a delay end at once. Records not finished are
+    // not committed.
     while d.running.next().await.is_some() {}
 }
 
@@ -319,23 +356,5 @@ async fn acquire(workers: Option<&Arc<Semaphore>>) -> Option<OwnedSemaphorePermi
         // The pool is never closed.
         Some(pool) => pool.clone().acquire_owned().await.ok(),
         None => None,
-    }
-}
-
-/// Waits out a nack's delay while running handlers complete; `false` if stopped meanwhile.
-async fn wait_out<H: Handler<T>, T>(
-    d: &mut Dispatch<H, T>,
-    delay: Duration,
-    stop: &CancellationToken,
-) -> bool {
-    let sleep = tokio::time::sleep(delay);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return false,
-            () = &mut sleep => return true,
-            Some(done) = d.running.next(), if !d.running.is_empty() => d.finished(done),
-        }
     }
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! backend consumer ── Assigned(feeds) ──▶ spawn a partition task per feed
 //!                  ── Revoked(tps)    ──▶ stop those tasks, drain (bounded), fence, commit, ack
-//! partition task:  rewind? seek │ next record ─▶ tracker.deliver ─▶ handler ─▶ policy settles
+//! partition task:  retry due? │ next record ─▶ tracker.deliver ─▶ handler ─▶ policy settles
 //! shutdown:        stop every partition task, drain (bounded), fence, commit, leave the group
 //! ```
 

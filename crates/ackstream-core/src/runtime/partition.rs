@@ -1,20 +1,19 @@
-//! One assigned partition: rewind when asked, deliver the next record, run the handler, settle.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! One assigned partition, one record at a time: deliver the next record, run the handler,
+//! settle. A nacked record comes back before any new one (after its delay: the partition waits
+//! with it), from memory: nothing is read again.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 
 use super::policy;
 use crate::backend::PartitionFeed;
-use crate::event::Event;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
 use crate::record::Record;
-use crate::settle::PartitionContext;
+use crate::settle::{Delivery, PartitionContext, Retry};
 use crate::shutdown::Shutdown;
 use crate::state::StateMap;
 use crate::subscriber::SubscriberConfig;
@@ -36,49 +35,61 @@ pub(super) async fn run<F, H, T>(
 {
     // The previous delivery's message, recycled for the next one when the handler let go of it.
     let mut spare: Option<KafkaMessage> = None;
+    // A record read while a retry was waiting: offered again after the retries.
+    let mut held: Option<Record> = None;
     let mut handled: u32 = 0;
     loop {
-        if let Some(rewind) = ctx.take_rewind() {
-            if let Some(delay) = rewind.delay {
-                tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
+        if ctx.retry_pending() {
+            for retry in ctx.take_retries() {
+                if !wait_for(&retry, &stop).await || stopped(&ctx, &app) {
+                    return;
                 }
-            }
-            if !seek(&mut feed, rewind.offset, &stop).await {
-                return;
+                if let Some(msg) = redeliver(&ctx, retry.record, spare.take()) {
+                    policy::process(&msg, &handler, &state, &config).await;
+                    spare = Some(msg);
+                }
             }
             continue;
         }
         // Stopped? Two atomic loads: the runtime sets the partition's flag before it cancels
         // `stop` (revoke, shutdown), and the app's flag is set before its token is cancelled.
         // (The token's own check takes a lock.)
-        if ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || app.is_triggered() {
+        if stopped(&ctx, &app) {
             return;
         }
-        // Fast path: a record already fetched is taken without registering any waker; only
-        // an empty feed waits on the stop token and the rewind signal as well.
-        let ready = {
-            // Polled in place, not moved into `now_or_never`: the feed's future is large.
-            let next = std::pin::pin!(feed.next());
-            match next.poll(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(next) => Some(next),
-                Poll::Pending => None,
+        let record = match held.take() {
+            Some(record) => record,
+            None => {
+                // Fast path: a record already fetched is taken without registering any waker;
+                // only an empty feed waits on the stop token and the retry signal as well.
+                let ready = {
+                    // Polled in place, not moved into `now_or_never`: the feed's future is large.
+                    let next = std::pin::pin!(feed.next());
+                    match next.poll(&mut Context::from_waker(Waker::noop())) {
+                        Poll::Ready(next) => Some(next),
+                        Poll::Pending => None,
+                    }
+                };
+                let next = match ready {
+                    Some(next) => next,
+                    None => tokio::select! {
+                        biased;
+                        () = stop.cancelled() => return,
+                        () = ctx.retry_signal.notified() => continue,
+                        next = feed.next() => next,
+                    },
+                };
+                let Some(record) = next else { return };
+                record
             }
         };
-        let next = match ready {
-            Some(next) => next,
-            None => tokio::select! {
-                biased;
-                () = stop.cancelled() => return,
-                () = ctx.rewind_signal.notified() => continue,
-                next = feed.next() => next,
-            },
-        };
-        let Some(record) = next else { return };
-        let Some(msg) = deliver(&ctx, record, spare.take()) else {
-            continue;
+        let msg = match deliver(&ctx, record, spare.take()) {
+            Ok(Some(msg)) => msg,
+            Ok(None) => continue,
+            Err(record) => {
+                held = Some(record);
+                continue;
+            }
         };
         policy::process(&msg, &handler, &state, &config).await;
         spare = Some(msg);
@@ -93,49 +104,48 @@ pub(super) async fn run<F, H, T>(
     }
 }
 
-/// Hands `record` to the tracker and wraps it for the handler (reusing `spare`'s allocation if
-/// it can); `None` if the record is not to be handled: a rewind is pending (it will be read
-/// again) or the tracker cannot accept it. Such a record is not committed.
+fn stopped(ctx: &PartitionContext, app: &Shutdown) -> bool {
+    ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || app.is_triggered()
+}
+
+/// Waits until a retry is due; `false` if stopped meanwhile (the record stays unfinished).
+pub(super) async fn wait_for(retry: &Retry, stop: &CancellationToken) -> bool {
+    let Some(at) = retry.not_before else {
+        return true;
+    };
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep_until(at.into()) => true,
+    }
+}
+
+/// Hands a new `record` to the tracker and wraps it for the handler (reusing `spare`'s
+/// allocation if it can). `Ok(None)` if the tracker cannot take it (it is not handled, so not
+/// committed); `Err(record)` if a retry must be taken first (offer the record again after it).
 pub(super) fn deliver(
     ctx: &Arc<PartitionContext>,
     record: Record,
     spare: Option<KafkaMessage>,
-) -> Option<KafkaMessage> {
-    let delivered = match ctx.deliver(record.offset) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::debug!(tp = %ctx.tp, offset = record.offset, reason = %e, "record not delivered");
-            return None;
-        }
-    };
-    let msg = KafkaMessage::renew(spare, record, delivered.id, delivered.attempt, ctx);
-    ctx.emit(|| Event::Delivered {
-        tp: ctx.tp.clone(),
-        offset: msg.offset(),
-        attempt: delivered.attempt,
-    });
-    Some(msg)
-}
-
-/// Seeks, retrying while the backend refuses; `false` if stopped meanwhile. A partition that
-/// cannot be rewound must not move on: its nacked record would never be redelivered.
-pub(super) async fn seek<F: PartitionFeed>(
-    feed: &mut F,
-    offset: i64,
-    stop: &CancellationToken,
-) -> bool {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        match feed.seek(offset) {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(tp = %feed.topic_partition(), offset, error = %e, "seek failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return false,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
+) -> Result<Option<KafkaMessage>, Record> {
+    match ctx.deliver(record.offset) {
+        Delivery::Accepted(d) => Ok(Some(KafkaMessage::renew(
+            spare, record, d.id, d.attempt, ctx,
+        ))),
+        Delivery::RetryFirst => Err(record),
+        Delivery::Refused(e) => {
+            tracing::debug!(tp = %ctx.tp, reason = %e, "record not delivered");
+            Ok(None)
         }
     }
+}
+
+/// Wraps a nacked record for its next delivery; `None` if that no longer counts (revoked).
+pub(super) fn redeliver(
+    ctx: &Arc<PartitionContext>,
+    record: Record,
+    spare: Option<KafkaMessage>,
+) -> Option<KafkaMessage> {
+    let d = ctx.redeliver(record.offset)?;
+    Some(KafkaMessage::renew(spare, record, d.id, d.attempt, ctx))
 }

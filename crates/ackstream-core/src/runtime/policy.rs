@@ -37,13 +37,17 @@ pub(super) async fn process<H: Handler<T>, T>(
     }
 }
 
-/// What the policy does after a handler failure (an error or a panic).
-fn on_failure(policy: AckPolicy) -> Option<Disposition> {
-    match policy {
+/// What the policy does after a failure (an error, a panic, a decode failure) of `attempt`:
+/// under `NackOnError` a nack after the subscriber's backoff, so a record that always fails
+/// does not loop hot.
+fn on_failure(config: &SubscriberConfig, attempt: u32) -> Option<Disposition> {
+    match config.ack_policy {
         AckPolicy::AckFirst | AckPolicy::Manual => None,
         AckPolicy::Ack => Some(Disposition::Ack),
         AckPolicy::RejectOnError => Some(Disposition::Reject),
-        AckPolicy::NackOnError => Some(Disposition::Nack { delay: None }),
+        AckPolicy::NackOnError => Some(Disposition::Nack {
+            delay: config.retry_backoff.delay(attempt),
+        }),
     }
 }
 
@@ -82,7 +86,8 @@ fn resolve<'a>(
                 offset = msg.offset(),
                 attempt = msg.attempt(),
                 %error,
-                "handler failed"
+                "handler failed (attempt {})",
+                msg.attempt()
             );
             ctx.emit(|| Event::HandlerFailed {
                 tp: ctx.tp.clone(),
@@ -90,7 +95,7 @@ fn resolve<'a>(
                 error: error.to_string(),
                 panicked: false,
             });
-            (on_failure(policy), config.max_attempts)
+            (on_failure(config, msg.attempt()), config.max_attempts)
         }
         Outcome::Panicked(message) => {
             why = format!("handler panicked: {message}");
@@ -100,7 +105,8 @@ fn resolve<'a>(
                 offset = msg.offset(),
                 attempt = msg.attempt(),
                 panic = %message,
-                "handler panicked"
+                "handler panicked (attempt {})",
+                msg.attempt()
             );
             ctx.emit(|| Event::HandlerFailed {
                 tp: ctx.tp.clone(),
@@ -108,7 +114,7 @@ fn resolve<'a>(
                 error: message.clone(),
                 panicked: true,
             });
-            (on_failure(policy), config.max_attempts)
+            (on_failure(config, msg.attempt()), config.max_attempts)
         }
         Outcome::Rejected(rejection) => {
             why = format!("cannot be decoded: {rejection}");
@@ -128,7 +134,7 @@ fn resolve<'a>(
             // The handler never saw the record, so under Manual nobody else can settle it.
             let disposition = match policy {
                 AckPolicy::Manual => Some(Disposition::Reject),
-                p => on_failure(p),
+                _ => on_failure(config, msg.attempt()),
             };
             let limit = config.max_attempts.unwrap_or(config.max_decode_attempts);
             (disposition, Some(limit))

@@ -15,11 +15,16 @@ fn carry_out_hands_over_the_nacked_counts_at_or_after_the_committable_offset() {
     // Nothing finished: committed where reading began, with 6's count.
     assert_eq!(t.carry_out(), Some((5, vec![(6, 1)])));
     t.finish(5, a.id).unwrap();
-    let b = t.deliver(6).unwrap();
+    let b = t.redeliver(6).unwrap();
     assert_eq!(b.attempt, 2);
+    assert_eq!(
+        t.carry_out(),
+        Some((6, vec![(6, 1)])),
+        "in flight again: one failed attempt"
+    );
     t.nack(6, b.id).unwrap();
     assert_eq!(t.carry_out(), Some((6, vec![(6, 2)])));
-    let b = t.deliver(6).unwrap();
+    let b = t.redeliver(6).unwrap();
     t.finish(6, b.id).unwrap();
     assert_eq!(
         t.carry_out(),
@@ -33,7 +38,7 @@ fn carried_counts_below_the_committable_offset_are_ignored() {
     let mut t = OffsetTracker::new();
     let a = t.deliver(5).unwrap();
     t.finish(5, a.id).unwrap();
-    t.carry_in(&[(4, 3), (6, 2), (7, 0)]);
+    t.carry_in(&[(4, 3), (6, 2), (7, 0)], None);
     assert_eq!(t.deliver(6).unwrap().attempt, 3);
     assert_eq!(t.deliver(7).unwrap().attempt, 1);
 }
@@ -68,26 +73,62 @@ fn second_settle_of_a_delivery_is_stale() {
 }
 
 #[test]
-fn nack_drops_the_record_and_everything_after_it() {
+fn nack_redelivers_only_the_nacked_record() {
     let mut t = OffsetTracker::new();
     let a = t.deliver(0).unwrap();
     let b = t.deliver(1).unwrap();
     let c = t.deliver(2).unwrap();
     assert_eq!(t.nack(1, b.id), Ok(1));
-    // the delivery of 2 before the rewind can no longer settle anything
-    assert_eq!(t.finish(2, c.id), Err(TrackerError::Stale));
+    // 2 ran past the nack: it finishes and stays finished.
+    assert_eq!(t.finish(2, c.id).unwrap().advanced_to, None);
     assert_eq!(t.finish(0, a.id).unwrap().advanced_to, Some(1));
-    let b2 = t.deliver(1).unwrap();
+    assert_eq!(
+        t.deliver(3).unwrap().attempt,
+        1,
+        "new records go on meanwhile"
+    );
+    let b2 = t.redeliver(1).unwrap();
     assert_eq!(b2.attempt, 2);
-    let c2 = t.deliver(2).unwrap();
-    assert_eq!(c2.attempt, 1, "only the nacked record counts an attempt");
     assert_eq!(
         t.finish(1, b.id),
         Err(TrackerError::Stale),
         "old delivery id"
     );
-    t.finish(1, b2.id).unwrap();
-    assert_eq!(t.finish(2, c2.id).unwrap().advanced_to, Some(3));
+    assert_eq!(t.redeliver(1), Err(TrackerError::Stale), "not nacked now");
+    assert_eq!(t.finish(1, b2.id).unwrap().advanced_to, Some(3));
+}
+
+#[test]
+fn a_nacked_record_holds_the_commit_until_it_finishes() {
+    let mut t = OffsetTracker::new();
+    let a = t.deliver(0).unwrap();
+    let b = t.deliver(1).unwrap();
+    t.nack(0, a.id).unwrap();
+    assert_eq!(t.finish(1, b.id).unwrap().advanced_to, None);
+    assert_eq!(t.unfinished(), 1);
+    assert_eq!(t.finish(0, a.id), Err(TrackerError::Stale), "nacked");
+    let again = t.redeliver(0).unwrap();
+    assert_eq!(t.finish(0, again.id).unwrap().advanced_to, Some(2));
+}
+
+#[test]
+fn a_carried_count_of_u32_max_neither_overflows_nor_rejects_early() {
+    let mut t = OffsetTracker::new();
+    t.carry_in(&[(0, u32::MAX), (1, u32::MAX)], None);
+    let a = t.deliver(0).unwrap();
+    assert_eq!(a.attempt, CARRY_COUNT_MAX + 1);
+    t.nack(0, a.id).unwrap();
+    assert_eq!(t.redeliver(0).unwrap().attempt, CARRY_COUNT_MAX + 2);
+    // With a limit, a carried count leaves one attempt here.
+    let mut t = OffsetTracker::new();
+    t.carry_in(&[(0, u32::MAX), (1, 1), (-5, 2)], Some(3));
+    assert_eq!(t.deliver(0).unwrap().attempt, 3);
+    assert_eq!(t.deliver(1).unwrap().attempt, 2);
+    assert_eq!(
+        t.carry_out().unwrap().1,
+        vec![(0, 2), (1, 1)],
+        "a negative offset is not carried"
+    );
 }
 
 #[test]
@@ -158,6 +199,7 @@ enum Op {
     Ack(usize),
     Reject(usize),
     Nack(usize),
+    Redeliver(usize),
     Return(usize),
     SettleStale(usize),
     Revoke,
@@ -169,6 +211,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Ack),
         1 => any::<usize>().prop_map(Op::Reject),
         1 => any::<usize>().prop_map(Op::Nack),
+        1 => any::<usize>().prop_map(Op::Redeliver),
         1 => any::<usize>().prop_map(Op::Return),
         1 => any::<usize>().prop_map(Op::SettleStale),
         1 => Just(Op::Revoke),
@@ -181,6 +224,8 @@ struct Model {
     cursor: usize,
     tracker: OffsetTracker,
     outstanding: Vec<(i64, DeliveryId)>,
+    /// Nacked records, waiting to be delivered again.
+    nacked: Vec<i64>,
     stale: Vec<(i64, DeliveryId)>,
     finished_ever: std::collections::HashSet<i64>,
     committed: i64,
@@ -194,6 +239,7 @@ impl Model {
             cursor: 0,
             tracker: OffsetTracker::new(),
             outstanding: Vec::new(),
+            nacked: Vec::new(),
             stale: Vec::new(),
             finished_ever: Default::default(),
         }
@@ -238,17 +284,26 @@ impl Model {
                 }
             }
             Op::Nack(k) => {
-                if let Some((_, (offset, id))) = self.pick(k) {
-                    let rewind = self
+                if let Some((i, (offset, id))) = self.pick(k) {
+                    let attempt = self
                         .tracker
                         .nack(offset, id)
                         .expect("pending delivery nacks");
-                    assert_eq!(rewind, offset);
-                    let (dropped, kept): (Vec<_>, Vec<_>) =
-                        self.outstanding.iter().partition(|(o, _)| *o >= offset);
-                    self.stale.extend(dropped);
-                    self.outstanding = kept;
-                    self.seek(offset);
+                    assert!(attempt >= 1);
+                    self.outstanding.remove(i);
+                    self.stale.push((offset, id));
+                    self.nacked.push(offset);
+                }
+            }
+            Op::Redeliver(k) => {
+                if !self.nacked.is_empty() {
+                    let offset = self.nacked.remove(k % self.nacked.len());
+                    let d = self
+                        .tracker
+                        .redeliver(offset)
+                        .expect("nacked record comes back");
+                    assert!(d.attempt >= 2);
+                    self.outstanding.push((offset, d.id));
                 }
             }
             Op::SettleStale(k) => {
@@ -265,6 +320,9 @@ impl Model {
                 self.tracker.revoke();
                 for (offset, id) in self.outstanding.drain(..).chain(self.stale.drain(..)) {
                     assert_eq!(self.tracker.finish(offset, id), Err(TrackerError::Revoked));
+                }
+                for offset in self.nacked.drain(..) {
+                    assert_eq!(self.tracker.redeliver(offset), Err(TrackerError::Revoked));
                 }
                 // (delivery ids are per tracker: the old ones mean nothing to the next one)
                 // a new assignment resumes from the committed offset with a fresh tracker
@@ -292,10 +350,10 @@ impl Model {
                 "committed past unfinished record {o}"
             );
         }
-        for &(o, _) in &self.outstanding {
+        for &o in self.outstanding.iter().map(|(o, _)| o).chain(&self.nacked) {
             assert!(
                 self.committed <= o,
-                "committed {} past outstanding {o}",
+                "committed {} past unfinished {o}",
                 self.committed
             );
         }
@@ -303,6 +361,11 @@ impl Model {
 
     /// Delivers and finishes everything left; the committed offset must reach the end.
     fn drain(&mut self) {
+        for offset in std::mem::take(&mut self.nacked) {
+            let d = self.tracker.redeliver(offset).unwrap();
+            self.outstanding.push((offset, d.id));
+        }
+        self.outstanding.sort_unstable();
         while let Some(&(offset, id)) = self.outstanding.first() {
             self.tracker.finish(offset, id).unwrap();
             self.finished_ever.insert(offset);
