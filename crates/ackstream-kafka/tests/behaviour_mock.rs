@@ -51,6 +51,7 @@ fn cluster_owner() -> &'static BaseProducer {
     })
 }
 
+#[derive(Clone)]
 struct MockFixture {
     bootstrap: String,
 }
@@ -125,4 +126,12 @@ async fn a_10_mb_record_is_refused_at_publish_with_a_clear_error() {
         .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.to_lowercase().contains("too large"), "{text}");
+}
+
+/// The schedule explorer on the mock cluster: 24 schedules side by side (each joins its own
+/// group, which costs the mock's 3 s initial delay), one member each (a rebalance on the mock
+/// refuses commits for seconds; membership changes are explored on the in-memory broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explorer_on_the_mock_cluster() {
+    ackstream_suite::explorer::explore(&MockFixture::new(), 1..25, 24, false).await;
 }

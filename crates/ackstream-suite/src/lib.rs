@@ -70,6 +70,7 @@ macro_rules! behaviour_suite {
             under_key_ordering_a_lane_waits_for_its_nacked_record,
             two_nacks_pending_at_once_keep_their_own_delays,
             a_revoke_during_a_key_delay_starts_nothing_of_that_key,
+            a_record_that_always_fails_backs_off_and_other_keys_flow,
         );
     };
 }

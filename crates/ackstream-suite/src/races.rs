@@ -268,3 +268,57 @@ pub async fn a_revoke_during_a_key_delay_starts_nothing_of_that_key<F: Fixture>(
         assert_eq!(fx.committed(&group, &topic, 0).await, Some(0));
     }
 }
+
+/// A handler that always fails under `NackOnError` backs off between attempts (100 ms doubling
+/// by default), so in two seconds its record is delivered at most 6 times, and under
+/// `Ordering::Key` the other keys of its partition keep flowing meanwhile.
+pub async fn a_record_that_always_fails_backs_off_and_other_keys_flow<F: Fixture>(fx: &F) {
+    const WATCH: Duration = Duration::from_secs(2);
+    let broker = fx.connect();
+    let (topic, group) = (unique("hotloop"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let mut keys = vec!["poison"];
+    keys.extend(std::iter::repeat_n("other", 20));
+    publish_keyed(&broker, &topic, &keys).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(i64, Instant)>();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_workers(4)
+        .ordering(Ordering::Key)
+        .handle(move |Offset(o): Offset| {
+            let tx = tx.clone();
+            async move {
+                tx.send((o, Instant::now())).unwrap();
+                if o == 0 {
+                    return Err(HandlerError::from("always fails"));
+                }
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let (first, started) = rx.recv().await.unwrap();
+    assert_eq!(first, 0);
+    let mut poison = 1;
+    let mut others = 0;
+    let deadline = tokio::time::Instant::from_std(started + WATCH);
+    while let Ok(Some((o, _))) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if o == 0 {
+            poison += 1;
+        } else {
+            others += 1;
+        }
+    }
+    app.shutdown().await.unwrap();
+    assert!(
+        (4..=6).contains(&poison),
+        "the failing record was delivered {poison} times in {WATCH:?}"
+    );
+    assert_eq!(others, 20, "the other key's records all ran meanwhile");
+    assert_eq!(
+        fx.committed(&group, &topic, 0).await,
+        Some(0),
+        "nothing passes the failing record"
+    );
+}
