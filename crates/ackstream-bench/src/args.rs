@@ -5,10 +5,17 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
        ackstream-bench --bootstrap HOST:PORT --topic T --count N --policy POLICY [--concurrency K]
                        [--ordering ORDERING] [--handler-sleep-ms MS] [--config key=value]...
        ackstream-bench --memory --count N [--policy POLICY] [--no-consume]
+       ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
+                       [--policy POLICY] [--concurrency K] [--ordering ORDERING]
+                       [--fail-every F] [--handler-sleep-ms MS] [--partitions P]
+                       [--config key=value]...
 POLICY: raw | ack_first | ack | nack_on_error | manual
 ORDERING: partition (default) | key | unordered
 --concurrency K sets max_workers(K) (not for raw); --handler-sleep-ms makes the handler await
-a timer of MS milliseconds (standing in for I/O) before it finishes.";
+a timer of MS milliseconds (standing in for I/O) before it finishes.
+--amplification nacks the first attempt of one record in F (default 10) and counts deliveries
+until every record succeeded once (POLICY default nack_on_error; not ack_first, which acks
+before the handler runs; with --memory, P partitions, default 4).";
 
 /// Parsed arguments.
 #[derive(Debug)]
@@ -29,6 +36,11 @@ pub(crate) struct Args {
     pub(crate) partitions: i32,
     /// librdkafka settings for every client of every variant.
     pub(crate) config: Vec<(String, String)>,
+    /// Deliveries per record under nacks (`amplification.rs`), on Kafka or, with `memory`, on
+    /// the in-memory broker.
+    pub(crate) amplification: bool,
+    /// With `amplification`: the first attempt of one record in this many is nacked.
+    pub(crate) fail_every: u64,
 }
 
 impl Args {
@@ -47,6 +59,8 @@ impl Args {
             no_consume: false,
             partitions: 4,
             config: Vec::new(),
+            amplification: false,
+            fail_every: 10,
         };
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -81,6 +95,14 @@ impl Args {
                         .ok_or_else(|| format!("--config {kv}: expected key=value"))?;
                     args.config.push((k.to_owned(), v.to_owned()));
                 }
+                "--fail-every" => {
+                    let f: u64 = value()?.parse().map_err(|e| format!("--fail-every: {e}"))?;
+                    if f == 0 {
+                        return Err("--fail-every must be at least 1".into());
+                    }
+                    args.fail_every = f;
+                }
+                "--amplification" => args.amplification = true,
                 "--produce" => args.produce = true,
                 "--memory" => args.memory = true,
                 "--no-consume" => args.no_consume = true,
@@ -89,6 +111,23 @@ impl Args {
             }
         }
         args.count = count.ok_or("--count is required")?;
+        if args.amplification {
+            args.policy = policy.unwrap_or_else(|| "nack_on_error".into());
+            let p: ackstream::AckPolicy = args.policy.parse()?;
+            if p == ackstream::AckPolicy::AckFirst {
+                return Err(
+                    "--amplification: ack_first acks before the handler, so it never nacks".into(),
+                );
+            }
+            if args.produce || args.no_consume {
+                return Err("--amplification takes no --produce or --no-consume".into());
+            }
+            if !args.memory {
+                args.bootstrap = bootstrap.ok_or("--bootstrap is required")?;
+                args.topic = topic.ok_or("--topic is required")?;
+            }
+            return Ok(args);
+        }
         if args.memory {
             args.policy = policy.unwrap_or_else(|| "nack_on_error".into());
             if args.policy == "raw" {

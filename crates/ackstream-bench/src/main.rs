@@ -6,7 +6,11 @@
 //! ackstream-bench --bootstrap HOST:PORT --topic T --count N --policy POLICY [--concurrency K]
 //!                 [--ordering partition|key|unordered] [--handler-sleep-ms MS]
 //!                 [--config key=value]...
+//! ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
+//!                 [--policy POLICY] [--concurrency K] [--ordering ORDERING] [--fail-every F]
 //! ```
+//! `--amplification` counts deliveries per record when the first attempt of one record in F is
+//! nacked (see `amplification.rs`).
 //! `--concurrency K` is the subscriber's `max_workers(K)`; `--handler-sleep-ms` makes the handler
 //! await a timer (accurate to tens of microseconds, see `timer.rs`) standing in for I/O. Records
 //! carry 10,000 distinct keys (for `--ordering key`). Framework variants also print
@@ -20,6 +24,7 @@
 //! shutdown makes this hold for every policy, `ack_first` included). The last line printed is
 //! `msgs_per_s=<number>`, measured from the first record to the N-th.
 
+mod amplification;
 mod args;
 mod framework;
 mod memory;
@@ -121,7 +126,11 @@ async fn run() {
             std::process::exit(2);
         }
     };
-    let result = if args.memory {
+    let result = if args.amplification && args.memory {
+        amplification::run_memory(&args).await
+    } else if args.amplification {
+        amplification::run_kafka(&args).await
+    } else if args.memory {
         memory::run(&args).await
     } else if args.produce {
         produce::run(&args).await
