@@ -156,11 +156,12 @@ impl Poller {
         match consumer.poll(Duration::ZERO) {
             Some(Ok(m)) => {
                 let (partition, offset) = (m.partition(), m.offset());
-                match self
-                    .sources
-                    .iter_mut()
-                    .find(|s| s.inbox.tp.partition == partition && *s.inbox.tp.topic == *m.topic())
-                {
+                // Only an open assignment's source: a record of an ended one is dropped with it.
+                match self.sources.iter_mut().find(|s| {
+                    s.inbox.tp.partition == partition
+                        && *s.inbox.tp.topic == *m.topic()
+                        && !s.inbox.state().closed
+                }) {
                     Some(source) => {
                         source.resync = Some(source.resync.map_or(offset, |o| o.min(offset)));
                     }
@@ -211,6 +212,8 @@ impl Poller {
         true
     }
 
+    /// Does the seeks the feeds asked for, and retries those librdkafka refused, as long as
+    /// their assignment lasts.
     fn serve_seeks(&mut self) {
         let mut seeks = self.wakeup.take_seeks();
         if !self.retry.is_empty() {
@@ -221,8 +224,19 @@ impl Poller {
             seeks.extend(due.into_iter().map(|(_, inbox)| inbox));
         }
         for inbox in seeks {
-            let Some(offset) = inbox.state().seek else {
-                continue; // done by an earlier request
+            let offset = {
+                let state = inbox.state();
+                // A seek belongs to the assignment its inbox was opened for. Once that ended
+                // (revoked, lost, or replaced by a new assignment: each closes the inbox, on
+                // this thread), the seek is dropped: done later, it would rewind another
+                // assignment, below what another member committed meanwhile.
+                if state.closed {
+                    continue;
+                }
+                match state.seek {
+                    Some(offset) => offset,
+                    None => continue, // done by an earlier request
+                }
             };
             if !seek(&self.consumer, &inbox.tp, offset) {
                 self.retry.push((Instant::now() + SEEK_RETRY, inbox));

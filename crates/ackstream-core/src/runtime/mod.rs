@@ -136,6 +136,7 @@ where
                 });
             }
             Some(ConsumerEvent::Revoked(partitions, ack)) => {
+                tracing::debug!(?partitions, group = ?group, "revoking partitions: draining");
                 let revoked: Vec<Worker> = partitions
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
