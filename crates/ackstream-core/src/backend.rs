@@ -59,6 +59,15 @@ pub enum ConsumerEvent<P> {
     /// [`RevokeAck::done`]; the backend lets the rebalance proceed only after that (or after the
     /// ack is dropped).
     Revoked(Vec<TopicPartition>, RevokeAck),
+    /// Partitions whose assignment was *lost* (the member's session expired, it exceeded the
+    /// poll interval, or the group fenced it): another member may own them already. The
+    /// runtime fences them at once (no drain wait, no commit, no seek; settles after that
+    /// change nothing, and their next owner delivers their unfinished records again), forgets
+    /// their stored offsets ([`OffsetStore::release`]), then calls [`RevokeAck::done`].
+    Lost(Vec<TopicPartition>, RevokeAck),
+    /// The consumer cannot go on (for Kafka: a fatal client error). The runtime fences every
+    /// partition at once, closes the consumer, and the subscriber ends with this error.
+    Failed(BackendError),
 }
 
 /// Completion signal for a revocation; dropping it also completes it.

@@ -44,6 +44,8 @@ pub(crate) struct DriverContext {
     /// Partitions assigned since the poll thread last looked.
     new_sources: Mutex<Vec<Source>>,
     wakeup: Arc<Wakeup>,
+    /// Set once a fatal error was reported.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -55,10 +57,10 @@ impl std::fmt::Debug for DriverContext {
 impl ClientContext for DriverContext {}
 
 impl ConsumerContext for DriverContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => self.assigned(tpl),
-            Rebalance::Revoke(tpl) => self.revoked(tpl),
+            Rebalance::Revoke(tpl) => self.revoked(tpl, consumer.assignment_lost()),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -78,6 +80,23 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 impl DriverContext {
     fn sender(&self) -> Option<EventSender> {
         lock(&self.events).clone()
+    }
+
+    /// After an error from librdkafka: if the client has a fatal error (it cannot be used any
+    /// more), ends the subscriber with it, once. `true` if so.
+    pub(crate) fn check_fatal(&self, consumer: &RdConsumer) -> bool {
+        let Some((code, reason)) = consumer.client().fatal_error() else {
+            return false;
+        };
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(?code, %reason, "fatal Kafka client error; the subscriber stops");
+            if let Some(events) = self.sender() {
+                let _ = events.send(ConsumerEvent::Failed(BackendError::new(format!(
+                    "fatal Kafka client error ({code:?}): {reason}"
+                ))));
+            }
+        }
+        true
     }
 
     /// Splits each new partition into its own queue (before librdkafka fetches it) with an
@@ -162,15 +181,20 @@ impl DriverContext {
         std::mem::take(&mut *lock(&self.new_sources))
     }
 
-    /// Blocks the rebalance until the runtime has drained the partitions and committed.
-    fn revoked(&self, tpl: &TopicPartitionList) {
+    /// Blocks the rebalance until the runtime has drained the partitions and committed; or,
+    /// if the assignment was `lost` (another member may own the partitions already), until it
+    /// has fenced them, which it does at once, without a drain or a commit.
+    fn revoked(&self, tpl: &TopicPartitionList, lost: bool) {
         let tps = partitions(tpl);
         if let Some(events) = self.sender() {
             let (ack, done) = RevokeAck::new();
-            if events
-                .send(ConsumerEvent::Revoked(tps.clone(), ack))
-                .is_ok()
-            {
+            let event = if lost {
+                tracing::warn!(partitions = ?tps, "assignment lost (session expired, poll interval exceeded or fenced)");
+                ConsumerEvent::Lost(tps.clone(), ack)
+            } else {
+                ConsumerEvent::Revoked(tps.clone(), ack)
+            };
+            if events.send(event).is_ok() {
                 let _ = done.blocking_recv();
             }
         }
@@ -235,6 +259,7 @@ impl KafkaConsumer {
             inboxes: Mutex::new(HashMap::new()),
             new_sources: Mutex::new(Vec::new()),
             wakeup: wakeup.clone(),
+            failed: AtomicBool::new(false),
         };
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)

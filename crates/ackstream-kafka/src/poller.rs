@@ -175,7 +175,9 @@ impl Poller {
                 true
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "Kafka consumer error");
+                if !consumer.context().check_fatal(&consumer) {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                }
                 false
             }
             None => false,
@@ -199,8 +201,10 @@ impl Poller {
                         .push(record(&source.inbox.tp, &mut self.chunks, &m, self.headers));
                 }
                 Some(Err(e)) => {
-                    let tp = &source.inbox.tp;
-                    tracing::warn!(%tp, error = %e, "consume error");
+                    if !self.consumer.context().check_fatal(&self.consumer) {
+                        let tp = &source.inbox.tp;
+                        tracing::warn!(%tp, error = %e, "consume error");
+                    }
                 }
                 None => break,
             }
