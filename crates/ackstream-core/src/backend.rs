@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use crate::error::BackendError;
+use crate::error::{BackendError, ConfigError};
 use crate::record::{OutgoingRecord, Record, RecordPosition, TopicPartition};
 use crate::subscriber::SubscriberConfig;
 
@@ -26,6 +26,13 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         config: &SubscriberConfig,
     ) -> impl Future<Output = Result<Self::Consumer, BackendError>> + Send;
+
+    /// Checks a subscriber's settings against what this backend needs, when the subscriber is
+    /// declared (before anything is consumed). By default every setting is accepted.
+    fn check_subscriber(&self, config: &SubscriberConfig) -> Result<(), ConfigError> {
+        let _ = config;
+        Ok(())
+    }
 
     /// Publishes one record and waits for the broker to confirm it.
     fn publish(

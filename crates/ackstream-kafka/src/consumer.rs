@@ -23,6 +23,14 @@ use crate::offsets::KafkaOffsets;
 use crate::poller::{Poller, Source, Wakeup};
 
 pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
+
+/// The librdkafka settings the commit rule depends on, and the values ackstream needs: it
+/// stores and commits each partition's finished prefix itself; librdkafka's automatic offset
+/// store and commit would commit what was fetched, finished or not.
+pub(crate) const COMMIT_SETTINGS: [(&str, &str); 2] = [
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
 type EventSender = mpsc::UnboundedSender<ConsumerEvent<KafkaFeed>>;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -232,11 +240,7 @@ impl KafkaConsumer {
             OffsetReset::Earliest => "earliest",
             OffsetReset::Latest => "latest",
         };
-        let mut overrides: Vec<(String, String)> = vec![
-            ("enable.auto.commit".into(), "false".into()),
-            ("enable.auto.offset.store".into(), "false".into()),
-            ("auto.offset.reset".into(), reset.into()),
-        ];
+        let mut overrides: Vec<(String, String)> = vec![("auto.offset.reset".into(), reset.into())];
         // librdkafka refuses `assign` without a group id, so a group-less consumer gets one it
         // never joins (it does not subscribe) and never commits to.
         let group = config.group_id.as_deref().unwrap_or("ackstream-no-group");
@@ -246,6 +250,13 @@ impl KafkaConsumer {
             given.map(|(k, _)| k.as_str()),
         ));
         overrides.extend(config.settings.iter().cloned());
+        // Last, so nothing given overrides them (a subscriber that commits is refused at
+        // registration if it tries: see `KafkaBackend::check_subscriber`).
+        overrides.extend(
+            COMMIT_SETTINGS
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned())),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let offsets = Arc::new(KafkaOffsets::new(
             settings.commit_batch,
