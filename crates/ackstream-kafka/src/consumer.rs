@@ -3,7 +3,7 @@
 //! a feed per assigned partition.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use ackstream_core::backend::{ConsumerEvent, NoCommit, OffsetStore, RevokeAck, c
 use ackstream_core::{BackendError, OffsetReset, SubscriberConfig, TopicPartition};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -46,7 +45,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct DriverContext {
     /// `None` once the consumer is closing: revokes then complete without waiting.
     events: Mutex<Option<EventSender>>,
-    offsets: Arc<KafkaOffsets>,
     me: OnceLock<Weak<RdConsumer>>,
     inboxes: Mutex<HashMap<TopicPartition, Arc<Inbox>>>,
     /// Partitions assigned since the poll thread last looked.
@@ -54,6 +52,8 @@ pub(crate) struct DriverContext {
     wakeup: Arc<Wakeup>,
     /// Set once a fatal error was reported.
     failed: AtomicBool,
+    /// Main-queue events served by the callbacks so far.
+    served: AtomicU64,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -62,10 +62,35 @@ impl std::fmt::Debug for DriverContext {
     }
 }
 
-impl ClientContext for DriverContext {}
+/// librdkafka's default handling of logs, statistics and errors (what a context that does
+/// not override them does), for [`DriverContext`] to delegate to.
+struct Defaults;
+
+impl ClientContext for Defaults {}
+
+/// Every callback counts itself in `served`, so the poll thread knows whether a poll of the
+/// main queue served an event (rdkafka's `poll` returns `None` both for "empty" and for "an
+/// event was served by a callback") and drains the queue until it is empty.
+impl ClientContext for DriverContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Defaults.log(level, fac, log_message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Defaults.stats_raw(statistics);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Defaults.error(error, reason);
+    }
+}
 
 impl ConsumerContext for DriverContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(tpl) => self.assigned(tpl),
             Rebalance::Revoke(tpl) => self.revoked(tpl, consumer.assignment_lost()),
@@ -73,8 +98,11 @@ impl ConsumerContext for DriverContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.offsets.on_commit_result(result, offsets);
+    /// Only counted: every commit is made by the offsets' commit thread, which takes its
+    /// result from the commit call itself, in commit order (librdkafka's callbacks for them
+    /// come later, on this thread, interleaved with newer results).
+    fn commit_callback(&self, _: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        self.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -185,6 +213,11 @@ impl DriverContext {
         feeds
     }
 
+    /// How many main-queue events the callbacks have served so far.
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn take_new_sources(&self) -> Vec<Source> {
         std::mem::take(&mut *lock(&self.new_sources))
     }
@@ -265,12 +298,12 @@ impl KafkaConsumer {
         let wakeup = Arc::new(Wakeup::default());
         let context = DriverContext {
             events: Mutex::new(Some(tx.clone())),
-            offsets: offsets.clone(),
             me: OnceLock::new(),
             inboxes: Mutex::new(HashMap::new()),
             new_sources: Mutex::new(Vec::new()),
             wakeup: wakeup.clone(),
             failed: AtomicBool::new(false),
+            served: AtomicU64::new(0),
         };
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)
@@ -281,7 +314,9 @@ impl KafkaConsumer {
         consumer.set_nonempty_callback(move || wake.wake());
         let consumer = Arc::new(consumer);
         let _ = consumer.context().me.set(Arc::downgrade(&consumer));
-        offsets.attach(&consumer);
+        offsets
+            .attach(&consumer)
+            .map_err(|e| BackendError::with_source("cannot start the commit thread", e))?;
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         let store: Arc<dyn OffsetStore> = if config.group_id.is_some() {
