@@ -32,6 +32,9 @@ const BATCH: usize = 256;
 /// How long the thread sleeps when nothing arrives and nobody wakes it: a safety net, since
 /// librdkafka's queues and the feeds wake it.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// Main-queue events served per turn at most, so a flood of them (a log burst) still leaves
+/// the partitions their turn.
+const MAIN_QUEUE_MAX: usize = 512;
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const SEEK_RETRY: Duration = Duration::from_millis(50);
 
@@ -149,10 +152,29 @@ impl Poller {
         moved
     }
 
-    /// Serves callbacks (rebalances, commit results); a record found there belongs to a
-    /// partition whose queue was split too late: rewind that partition to it.
+    /// Drains the main queue (logs, statistics, rebalances, commit results, errors), up to
+    /// [`MAIN_QUEUE_MAX`] events; `true` if a record turned up or the bound was reached (so
+    /// the thread does not sleep with events waiting).
     fn serve_main_queue(&mut self) -> bool {
         let consumer = self.consumer.clone();
+        let mut busy = false;
+        for _ in 0..MAIN_QUEUE_MAX {
+            let served = consumer.context().served();
+            match self.serve_main_event(&consumer) {
+                Some(moved) => busy |= moved,
+                // Nothing returned, and no callback ran: the queue is empty. (An event that no
+                // callback counts ends the drain early; the next turn goes on.)
+                None if consumer.context().served() == served => return busy,
+                None => {}
+            }
+        }
+        true
+    }
+
+    /// Serves one main-queue event: `None` if none was returned (empty, or served by a
+    /// callback), else whether records moved. A record found there belongs to a partition
+    /// whose queue was split too late: rewind that partition to it.
+    fn serve_main_event(&mut self, consumer: &Arc<RdConsumer>) -> Option<bool> {
         match consumer.poll(Duration::ZERO) {
             Some(Ok(m)) => {
                 let (partition, offset) = (m.partition(), m.offset());
@@ -172,15 +194,15 @@ impl Poller {
                         "record for an unassigned partition dropped"
                     ),
                 }
-                true
+                Some(true)
             }
             Some(Err(e)) => {
-                if !consumer.context().check_fatal(&consumer) {
+                if !consumer.context().check_fatal(consumer) {
                     tracing::warn!(error = %e, "Kafka consumer error");
                 }
-                false
+                Some(false)
             }
-            None => false,
+            None => None,
         }
     }
 
