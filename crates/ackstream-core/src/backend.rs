@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use crate::error::BackendError;
+use crate::error::{BackendError, ConfigError};
 use crate::record::{OutgoingRecord, Record, RecordPosition, TopicPartition};
 use crate::subscriber::SubscriberConfig;
 
@@ -26,6 +26,13 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         config: &SubscriberConfig,
     ) -> impl Future<Output = Result<Self::Consumer, BackendError>> + Send;
+
+    /// Checks a subscriber's settings against what this backend needs, when the subscriber is
+    /// declared (before anything is consumed). By default every setting is accepted.
+    fn check_subscriber(&self, config: &SubscriberConfig) -> Result<(), ConfigError> {
+        let _ = config;
+        Ok(())
+    }
 
     /// Publishes one record and waits for the broker to confirm it.
     fn publish(
@@ -59,6 +66,15 @@ pub enum ConsumerEvent<P> {
     /// [`RevokeAck::done`]; the backend lets the rebalance proceed only after that (or after the
     /// ack is dropped).
     Revoked(Vec<TopicPartition>, RevokeAck),
+    /// Partitions whose assignment was *lost* (the member's session expired, it exceeded the
+    /// poll interval, or the group fenced it): another member may own them already. The
+    /// runtime fences them at once (no drain wait, no commit, no seek; settles after that
+    /// change nothing, and their next owner delivers their unfinished records again), forgets
+    /// their stored offsets ([`OffsetStore::release`]), then calls [`RevokeAck::done`].
+    Lost(Vec<TopicPartition>, RevokeAck),
+    /// The consumer cannot go on (for Kafka: a fatal client error). The runtime fences every
+    /// partition at once, closes the consumer, and the subscriber ends with this error.
+    Failed(BackendError),
 }
 
 /// Completion signal for a revocation; dropping it also completes it.

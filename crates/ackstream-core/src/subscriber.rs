@@ -349,6 +349,7 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// Registers `handler` for this subscriber, or returns why the settings cannot work.
     pub fn try_handle<T: 'static, H: Handler<T>>(self, handler: H) -> Result<(), ConfigError> {
         let mut config = self.build_config()?;
+        self.core.backend().check_subscriber(&config)?;
         // Dead letters carry the record's headers along.
         config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
         self.core.register(Arc::new(HandlerSubscription {

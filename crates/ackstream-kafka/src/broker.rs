@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ackstream_core::{
-    BackendError, Broker, BrokerCore, OutgoingRecord, RecordPosition, SubscriberConfig,
+    BackendError, Broker, BrokerCore, ConfigError, OutgoingRecord, RecordPosition, SubscriberConfig,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
@@ -73,6 +73,40 @@ impl ackstream_core::backend::Backend for KafkaBackend {
 
     async fn consumer(&self, config: &SubscriberConfig) -> Result<KafkaConsumer, BackendError> {
         KafkaConsumer::start(&self.settings(), config).await
+    }
+
+    /// Refuses a subscriber that commits (it has a group) with librdkafka's auto commit or
+    /// automatic offset store turned on, on the subscriber or the broker: ackstream commits
+    /// each partition's finished prefix itself, and those would commit records that are not
+    /// finished (see [`COMMIT_SETTINGS`](crate::consumer::COMMIT_SETTINGS)).
+    fn check_subscriber(&self, config: &SubscriberConfig) -> Result<(), ConfigError> {
+        if config.group_id.is_none() {
+            return Ok(());
+        }
+        let settings = self.settings();
+        let given = settings.extra.iter().chain(&config.settings);
+        for (key, value) in given {
+            let Some(&(setting, required)) = crate::consumer::COMMIT_SETTINGS
+                .iter()
+                .find(|(k, _)| k == key)
+            else {
+                continue;
+            };
+            if !value.trim().eq_ignore_ascii_case(required) {
+                return Err(ConfigError::InvalidSetting {
+                    setting,
+                    reason: format!(
+                        "{value:?} given for subscriber to {} (policy {:?}); ackstream commits \
+                         each partition's finished prefix itself and needs {setting}={required}: \
+                         librdkafka's automatic commits would commit records that are not \
+                         finished. Remove the setting",
+                        config.topics_label(),
+                        config.ack_policy
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn publish(&self, record: OutgoingRecord) -> Result<RecordPosition, BackendError> {

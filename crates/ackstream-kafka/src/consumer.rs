@@ -3,7 +3,7 @@
 //! a feed per assigned partition.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use ackstream_core::backend::{ConsumerEvent, NoCommit, OffsetStore, RevokeAck, c
 use ackstream_core::{BackendError, OffsetReset, SubscriberConfig, TopicPartition};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -23,6 +22,14 @@ use crate::offsets::KafkaOffsets;
 use crate::poller::{Poller, Source, Wakeup};
 
 pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
+
+/// The librdkafka settings the commit rule depends on, and the values ackstream needs: it
+/// stores and commits each partition's finished prefix itself; librdkafka's automatic offset
+/// store and commit would commit what was fetched, finished or not.
+pub(crate) const COMMIT_SETTINGS: [(&str, &str); 2] = [
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
 type EventSender = mpsc::UnboundedSender<ConsumerEvent<KafkaFeed>>;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,12 +45,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct DriverContext {
     /// `None` once the consumer is closing: revokes then complete without waiting.
     events: Mutex<Option<EventSender>>,
-    offsets: Arc<KafkaOffsets>,
     me: OnceLock<Weak<RdConsumer>>,
     inboxes: Mutex<HashMap<TopicPartition, Arc<Inbox>>>,
     /// Partitions assigned since the poll thread last looked.
     new_sources: Mutex<Vec<Source>>,
     wakeup: Arc<Wakeup>,
+    /// Set once a fatal error was reported.
+    failed: AtomicBool,
+    /// Main-queue events served by the callbacks so far.
+    served: AtomicU64,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -52,19 +62,47 @@ impl std::fmt::Debug for DriverContext {
     }
 }
 
-impl ClientContext for DriverContext {}
+/// librdkafka's default handling of logs, statistics and errors (what a context that does
+/// not override them does), for [`DriverContext`] to delegate to.
+struct Defaults;
+
+impl ClientContext for Defaults {}
+
+/// Every callback counts itself in `served`, so the poll thread knows whether a poll of the
+/// main queue served an event (rdkafka's `poll` returns `None` both for "empty" and for "an
+/// event was served by a callback") and drains the queue until it is empty.
+impl ClientContext for DriverContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Defaults.log(level, fac, log_message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Defaults.stats_raw(statistics);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Defaults.error(error, reason);
+    }
+}
 
 impl ConsumerContext for DriverContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         match rebalance {
             Rebalance::Assign(tpl) => self.assigned(tpl),
-            Rebalance::Revoke(tpl) => self.revoked(tpl),
+            Rebalance::Revoke(tpl) => self.revoked(tpl, consumer.assignment_lost()),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.offsets.on_commit_result(result, offsets);
+    /// Only counted: every commit is made by the offsets' commit thread, which takes its
+    /// result from the commit call itself, in commit order (librdkafka's callbacks for them
+    /// come later, on this thread, interleaved with newer results).
+    fn commit_callback(&self, _: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        self.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -78,6 +116,23 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 impl DriverContext {
     fn sender(&self) -> Option<EventSender> {
         lock(&self.events).clone()
+    }
+
+    /// After an error from librdkafka: if the client has a fatal error (it cannot be used any
+    /// more), ends the subscriber with it, once. `true` if so.
+    pub(crate) fn check_fatal(&self, consumer: &RdConsumer) -> bool {
+        let Some((code, reason)) = consumer.client().fatal_error() else {
+            return false;
+        };
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(?code, %reason, "fatal Kafka client error; the subscriber stops");
+            if let Some(events) = self.sender() {
+                let _ = events.send(ConsumerEvent::Failed(BackendError::new(format!(
+                    "fatal Kafka client error ({code:?}): {reason}"
+                ))));
+            }
+        }
+        true
     }
 
     /// Splits each new partition into its own queue (before librdkafka fetches it) with an
@@ -158,19 +213,29 @@ impl DriverContext {
         feeds
     }
 
+    /// How many main-queue events the callbacks have served so far.
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn take_new_sources(&self) -> Vec<Source> {
         std::mem::take(&mut *lock(&self.new_sources))
     }
 
-    /// Blocks the rebalance until the runtime has drained the partitions and committed.
-    fn revoked(&self, tpl: &TopicPartitionList) {
+    /// Blocks the rebalance until the runtime has drained the partitions and committed; or,
+    /// if the assignment was `lost` (another member may own the partitions already), until it
+    /// has fenced them, which it does at once, without a drain or a commit.
+    fn revoked(&self, tpl: &TopicPartitionList, lost: bool) {
         let tps = partitions(tpl);
         if let Some(events) = self.sender() {
             let (ack, done) = RevokeAck::new();
-            if events
-                .send(ConsumerEvent::Revoked(tps.clone(), ack))
-                .is_ok()
-            {
+            let event = if lost {
+                tracing::warn!(partitions = ?tps, "assignment lost (session expired, poll interval exceeded or fenced)");
+                ConsumerEvent::Lost(tps.clone(), ack)
+            } else {
+                ConsumerEvent::Revoked(tps.clone(), ack)
+            };
+            if events.send(event).is_ok() {
                 let _ = done.blocking_recv();
             }
         }
@@ -208,11 +273,7 @@ impl KafkaConsumer {
             OffsetReset::Earliest => "earliest",
             OffsetReset::Latest => "latest",
         };
-        let mut overrides: Vec<(String, String)> = vec![
-            ("enable.auto.commit".into(), "false".into()),
-            ("enable.auto.offset.store".into(), "false".into()),
-            ("auto.offset.reset".into(), reset.into()),
-        ];
+        let mut overrides: Vec<(String, String)> = vec![("auto.offset.reset".into(), reset.into())];
         // librdkafka refuses `assign` without a group id, so a group-less consumer gets one it
         // never joins (it does not subscribe) and never commits to.
         let group = config.group_id.as_deref().unwrap_or("ackstream-no-group");
@@ -222,6 +283,13 @@ impl KafkaConsumer {
             given.map(|(k, _)| k.as_str()),
         ));
         overrides.extend(config.settings.iter().cloned());
+        // Last, so nothing given overrides them (a subscriber that commits is refused at
+        // registration if it tries: see `KafkaBackend::check_subscriber`).
+        overrides.extend(
+            COMMIT_SETTINGS
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned())),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let offsets = Arc::new(KafkaOffsets::new(
             settings.commit_batch,
@@ -230,11 +298,12 @@ impl KafkaConsumer {
         let wakeup = Arc::new(Wakeup::default());
         let context = DriverContext {
             events: Mutex::new(Some(tx.clone())),
-            offsets: offsets.clone(),
             me: OnceLock::new(),
             inboxes: Mutex::new(HashMap::new()),
             new_sources: Mutex::new(Vec::new()),
             wakeup: wakeup.clone(),
+            failed: AtomicBool::new(false),
+            served: AtomicU64::new(0),
         };
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)
@@ -245,7 +314,9 @@ impl KafkaConsumer {
         consumer.set_nonempty_callback(move || wake.wake());
         let consumer = Arc::new(consumer);
         let _ = consumer.context().me.set(Arc::downgrade(&consumer));
-        offsets.attach(&consumer);
+        offsets
+            .attach(&consumer)
+            .map_err(|e| BackendError::with_source("cannot start the commit thread", e))?;
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         let store: Arc<dyn OffsetStore> = if config.group_id.is_some() {

@@ -1,18 +1,33 @@
 //! Coalesced commits: the runtime stores committable offsets here on every move (one slot per
-//! assigned partition, a lock-free store); they reach Kafka in one asynchronous commit per
-//! interval (or per `commit_batch` moves of a partition), and in a synchronous commit on revoke
-//! and shutdown. A commit that fails leaves its offsets marked for the next one, so a failure is
-//! retried and never taken for success.
+//! assigned partition, a lock-free store); they reach Kafka in one commit per interval (or per
+//! `commit_batch` moves of a partition), and in a commit the runtime waits for on revoke and
+//! shutdown (and `msg.commit()`). A commit that fails leaves its offsets marked for the next
+//! one, so a failure is retried and never taken for success.
+//!
+//! Every commit of a consumer is made by one thread of its own, one at a time, each waiting for
+//! the broker's answer before the next is sent (see [`KafkaOffsets::attach`]):
+//! - **bounded threads**: however many callers wait for a commit (and however long the group
+//!   coordinator is gone), one thread serves them; requests that wait meanwhile are coalesced
+//!   into the next commit, which takes every offset stored by then. Callers wait at most the
+//!   commit timeout (librdkafka's synchronous commit has none: without a coordinator it waits
+//!   for one forever).
+//! - **order**: an older commit cannot land after a newer one (as an asynchronous commit that
+//!   librdkafka retries internally could), so the offset that ends up committed is the last
+//!   one stored. In particular the final commit of a revoke or a shutdown is sent only once
+//!   every earlier commit of the consumer has been answered, and nothing of a partition is
+//!   sent after its release. Should a confirmation still show the broker below what was
+//!   confirmed before (a success for an offset lower than one already confirmed), the
+//!   partition's stored offset is sent again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
 
 use ackstream_core::backend::{OffsetStore, PartitionOffset};
 use ackstream_core::{BackendError, TopicPartition};
 use futures_util::future::BoxFuture;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
@@ -20,6 +35,18 @@ use crate::consumer::RdConsumer;
 
 /// No offset stored yet.
 const NONE: i64 = -1;
+
+/// The name of a consumer's commit thread.
+pub(crate) const COMMIT_THREAD: &str = "ackstream-commit";
+
+/// A request to the commit thread.
+#[derive(Debug)]
+struct Request {
+    /// Commit every stored offset (a commit someone waits for), not only those that moved.
+    all: bool,
+    /// Where the result goes (`None`: a coalesced commit nobody waits for).
+    reply: Option<tokio::sync::oneshot::Sender<KafkaResult<()>>>,
+}
 
 /// One partition's latest committable offset. Written by its partition's settles (a plain
 /// atomic store: no lock, no cache line shared with other partitions), read by the committer.
@@ -62,6 +89,8 @@ struct Entry {
     sent: i64,
     /// The slot's `carried_version` last handed to a commit.
     sent_carried: usize,
+    /// The highest offset a commit was confirmed for (`NONE`: none yet).
+    confirmed: i64,
 }
 
 /// The committable offsets of one consumer.
@@ -72,8 +101,13 @@ pub(crate) struct KafkaOffsets {
     batch: usize,
     /// How long a synchronous commit waits for the broker.
     sync_timeout: std::time::Duration,
-    /// Woken when one partition accumulated `batch` moves.
+    /// Woken when one partition accumulated `batch` moves (or must be sent again).
     pub(crate) batch_full: Arc<Notify>,
+    /// Requests to the commit thread (set by `attach`).
+    requests: OnceLock<Mutex<mpsc::Sender<Request>>>,
+    /// A coalesced commit is queued for the commit thread and not taken yet: another would
+    /// add nothing.
+    coalesced_queued: AtomicBool,
 }
 
 impl KafkaOffsets {
@@ -84,11 +118,68 @@ impl KafkaOffsets {
             batch,
             sync_timeout,
             batch_full: Arc::new(Notify::new()),
+            requests: OnceLock::new(),
+            coalesced_queued: AtomicBool::new(false),
         }
     }
 
-    pub(crate) fn attach(&self, consumer: &Arc<RdConsumer>) {
+    /// Attaches the consumer and starts the commit thread, which makes every commit of this
+    /// consumer, one at a time (see the module docs). It holds neither the consumer nor the
+    /// offsets between commits, and ends once the offsets are dropped.
+    pub(crate) fn attach(self: &Arc<Self>, consumer: &Arc<RdConsumer>) -> std::io::Result<()> {
         let _ = self.consumer.set(Arc::downgrade(consumer));
+        let (tx, rx) = mpsc::channel();
+        let offsets = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name(COMMIT_THREAD.into())
+            .spawn(move || serve_commits(&offsets, &rx))?;
+        let _ = self.requests.set(Mutex::new(tx));
+        Ok(())
+    }
+
+    fn request(&self, request: Request) -> Result<(), BackendError> {
+        let sent = self
+            .requests
+            .get()
+            .map(|tx| tx.lock().unwrap_or_else(|p| p.into_inner()).send(request));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(BackendError::new("the commit thread is not running")),
+        }
+    }
+
+    /// Makes one commit (on the commit thread) for the requests in `batch`, and answers them.
+    fn serve(&self, batch: Vec<Request>) {
+        // Before taking the offsets: a coalesced request made from now on is queued again.
+        self.coalesced_queued.store(false, Ordering::Release);
+        let all = batch.iter().any(|r| r.all);
+        let result = self.commit_now(all);
+        for request in batch {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(result.clone());
+            }
+        }
+    }
+
+    /// Commits (moved offsets, or all) and waits for the broker's answer.
+    fn commit_now(&self, all: bool) -> KafkaResult<()> {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return Err(KafkaError::Canceled);
+        };
+        let tpl = self.take(all);
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let result = consumer.commit(&tpl, CommitMode::Sync);
+        self.on_commit_result(result.clone(), &tpl);
+        result
+    }
+
+    /// Whether any partition has an offset stored (something a commit would send).
+    fn anything_stored(&self) -> bool {
+        self.entries()
+            .values()
+            .any(|e| e.slot.offset.load(Ordering::Acquire) != NONE)
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<TopicPartition, Entry>> {
@@ -132,69 +223,98 @@ impl KafkaOffsets {
         }
     }
 
-    /// Sends an asynchronous commit of every moved offset (the result arrives in
-    /// [`on_commit_result`](Self::on_commit_result)).
+    /// Notes confirmed offsets. A confirmation below one already confirmed for the same
+    /// partition means an older commit landed after a newer one, so the broker may now be
+    /// below what is stored: the partition's stored offset is sent again, soon.
+    fn mark_confirmed(&self, tpl: &TopicPartitionList) {
+        let mut entries = self.entries();
+        let mut resend = false;
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset()
+                && let Some(entry) = entries.get_mut(&TopicPartition::new(e.topic(), e.partition()))
+            {
+                if o < entry.confirmed {
+                    tracing::warn!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        offset = o,
+                        confirmed = entry.confirmed,
+                        "an older commit landed after a newer one; committing the stored offset again"
+                    );
+                    entry.sent = NONE;
+                    entry.confirmed = o;
+                    resend = true;
+                } else {
+                    entry.confirmed = o;
+                }
+            }
+        }
+        drop(entries);
+        if resend {
+            self.batch_full.notify_one();
+        }
+    }
+
+    /// Asks the commit thread for a commit of every moved offset, unless one is queued already.
     pub(crate) fn commit_async(&self) {
-        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        let tpl = self.take(false);
-        if tpl.count() == 0 {
+        if self.coalesced_queued.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        let request = Request {
+            all: false,
+            reply: None,
+        };
+        if let Err(e) = self.request(request) {
+            self.coalesced_queued.store(false, Ordering::Release);
             tracing::warn!(error = %e, "commit could not be sent; retrying with the next one");
-            self.mark_failed(&tpl);
         }
     }
 
-    /// librdkafka's commit callback (for asynchronous and synchronous commits).
-    pub(crate) fn on_commit_result(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "commit failed; the offsets will be committed again");
-            self.mark_failed(tpl);
+    /// The result of a commit, as the commit thread gets it.
+    fn on_commit_result(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.mark_confirmed(tpl),
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; the offsets will be committed again");
+                self.mark_failed(tpl);
+            }
         }
     }
 
+    /// Commits every stored offset and waits for the broker's answer, at most the commit
+    /// timeout. Past it the commit goes on on the commit thread, and its offsets are sent again
+    /// if it fails; the records after the last confirmed commit are delivered again after a
+    /// restart, so nothing is lost.
     async fn commit_sync(&self) -> Result<(), BackendError> {
-        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
-            return Err(BackendError::new("consumer closed before its commit"));
-        };
-        let tpl = self.take(true);
-        if tpl.count() == 0 {
+        if !self.anything_stored() {
             return Ok(());
         }
-        let sent = tpl.clone();
-        // librdkafka's synchronous commit has no timeout: with no group coordinator reachable
-        // it waits for one forever. So it runs on a thread of its own, and the wait is bounded;
-        // past it the offsets stay marked for the next commit (a restart redelivers the
-        // records after the last confirmed commit; nothing is lost). A plain thread, not
-        // `spawn_blocking`: the runtime would wait for a stuck blocking task when it shuts down.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("ackstream-kafka-commit".into())
-            .spawn(move || {
-                let _ = tx.send(consumer.commit(&sent, CommitMode::Sync));
-            })
-            .map_err(|e| BackendError::with_source("cannot start the commit thread", e))?;
-        let failed = |e: BackendError| {
-            self.mark_failed(&tpl);
-            e
-        };
+        self.request(Request {
+            all: true,
+            reply: Some(tx),
+        })?;
         match tokio::time::timeout(self.sync_timeout, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(failed(BackendError::with_source(
-                "synchronous commit failed",
-                e,
-            ))),
-            Ok(Err(_)) => Err(failed(BackendError::new(
-                "commit thread ended without a result",
-            ))),
-            Err(_) => Err(failed(BackendError::new(format!(
+            Ok(Ok(Err(e))) => Err(BackendError::with_source("synchronous commit failed", e)),
+            Ok(Err(_)) => Err(BackendError::new("commit thread ended without a result")),
+            Err(_) => Err(BackendError::new(format!(
                 "synchronous commit not confirmed within {:?} (no group coordinator reachable?)",
                 self.sync_timeout
-            )))),
+            ))),
         }
+    }
+}
+
+/// The commit thread: one commit at a time, for every request waiting when it starts.
+fn serve_commits(offsets: &Weak<KafkaOffsets>, requests: &mpsc::Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        batch.extend(requests.try_iter());
+        let Some(offsets) = offsets.upgrade() else {
+            return;
+        };
+        offsets.serve(batch);
     }
 }
 
@@ -212,6 +332,7 @@ impl OffsetStore for KafkaOffsets {
             slot: slot.clone(),
             sent: NONE,
             sent_carried: 0,
+            confirmed: NONE,
         };
         // A partition assigned again gets a fresh slot: nothing stored during its previous
         // assignment is committed on its behalf.
@@ -303,6 +424,70 @@ mod tests {
         let slot = offsets.partition(&TopicPartition::new("t", 0));
         slot.carry_attempts(3, &[(3, 1)]);
         assert_eq!(offsets_of(&offsets.take(false)), [(0, 3)]);
+    }
+
+    #[test]
+    fn an_older_commit_confirmed_after_a_newer_one_sends_the_stored_offset_again() {
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.store(5);
+        let older = offsets.take(false);
+        slot.store(9);
+        let newer = offsets.take(false);
+        offsets.on_commit_result(Ok(()), &newer);
+        assert_eq!(offsets_of(&offsets.take(false)), [], "9 is confirmed");
+        // The older commit, retried, lands last: the broker is at 5 now.
+        offsets.on_commit_result(Ok(()), &older);
+        assert_eq!(
+            offsets_of(&offsets.take(false)),
+            [(0, 9)],
+            "the last stored offset is sent again"
+        );
+    }
+
+    #[test]
+    fn confirmations_in_commit_order_send_nothing_again() {
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
+        let slot = offsets.partition(&TopicPartition::new("t", 0));
+        slot.store(5);
+        let older = offsets.take(false);
+        slot.store(9);
+        let newer = offsets.take(false);
+        offsets.on_commit_result(Ok(()), &older);
+        offsets.on_commit_result(Ok(()), &newer);
+        assert_eq!(offsets_of(&offsets.take(false)), []);
+        // The same offset confirmed twice is no regression either.
+        offsets.on_commit_result(Ok(()), &newer);
+        assert_eq!(offsets_of(&offsets.take(false)), []);
+    }
+
+    #[test]
+    fn an_older_confirmation_of_another_assignment_changes_nothing() {
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
+        let tp = TopicPartition::new("t", 0);
+        let slot = offsets.partition(&tp);
+        slot.store(9);
+        let first = offsets.take(false);
+        offsets.on_commit_result(Ok(()), &first);
+        // Assigned again (after another member committed further): a fresh slot.
+        let slot = offsets.partition(&tp);
+        slot.store(20);
+        let second = offsets.take(false);
+        offsets.on_commit_result(Ok(()), &second);
+        assert_eq!(offsets_of(&offsets.take(false)), []);
+    }
+
+    #[test]
+    fn without_a_commit_thread_a_commit_is_an_error_not_a_success() {
+        let offsets = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
+        offsets.partition(&TopicPartition::new("t", 0)).store(5);
+        let result = futures_util::FutureExt::now_or_never(offsets.commit_sync())
+            .expect("no commit thread: fails at once");
+        assert!(result.is_err());
+        // Nothing stored: nothing to wait for.
+        let empty = KafkaOffsets::new(100, std::time::Duration::from_secs(1));
+        let result = futures_util::FutureExt::now_or_never(empty.commit_sync());
+        assert!(matches!(result, Some(Ok(()))));
     }
 
     #[test]

@@ -32,6 +32,9 @@ const BATCH: usize = 256;
 /// How long the thread sleeps when nothing arrives and nobody wakes it: a safety net, since
 /// librdkafka's queues and the feeds wake it.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
+/// Main-queue events served per turn at most, so a flood of them (a log burst) still leaves
+/// the partitions their turn.
+const MAIN_QUEUE_MAX: usize = 512;
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const SEEK_RETRY: Duration = Duration::from_millis(50);
 
@@ -149,18 +152,38 @@ impl Poller {
         moved
     }
 
-    /// Serves callbacks (rebalances, commit results); a record found there belongs to a
-    /// partition whose queue was split too late: rewind that partition to it.
+    /// Drains the main queue (logs, statistics, rebalances, commit results, errors), up to
+    /// [`MAIN_QUEUE_MAX`] events; `true` if a record turned up or the bound was reached (so
+    /// the thread does not sleep with events waiting).
     fn serve_main_queue(&mut self) -> bool {
         let consumer = self.consumer.clone();
+        let mut busy = false;
+        for _ in 0..MAIN_QUEUE_MAX {
+            let served = consumer.context().served();
+            match self.serve_main_event(&consumer) {
+                Some(moved) => busy |= moved,
+                // Nothing returned, and no callback ran: the queue is empty. (An event that no
+                // callback counts ends the drain early; the next turn goes on.)
+                None if consumer.context().served() == served => return busy,
+                None => {}
+            }
+        }
+        true
+    }
+
+    /// Serves one main-queue event: `None` if none was returned (empty, or served by a
+    /// callback), else whether records moved. A record found there belongs to a partition
+    /// whose queue was split too late: rewind that partition to it.
+    fn serve_main_event(&mut self, consumer: &Arc<RdConsumer>) -> Option<bool> {
         match consumer.poll(Duration::ZERO) {
             Some(Ok(m)) => {
                 let (partition, offset) = (m.partition(), m.offset());
-                match self
-                    .sources
-                    .iter_mut()
-                    .find(|s| s.inbox.tp.partition == partition && *s.inbox.tp.topic == *m.topic())
-                {
+                // Only an open assignment's source: a record of an ended one is dropped with it.
+                match self.sources.iter_mut().find(|s| {
+                    s.inbox.tp.partition == partition
+                        && *s.inbox.tp.topic == *m.topic()
+                        && !s.inbox.state().closed
+                }) {
                     Some(source) => {
                         source.resync = Some(source.resync.map_or(offset, |o| o.min(offset)));
                     }
@@ -171,13 +194,15 @@ impl Poller {
                         "record for an unassigned partition dropped"
                     ),
                 }
-                true
+                Some(true)
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "Kafka consumer error");
-                false
+                if !consumer.context().check_fatal(consumer) {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                }
+                Some(false)
             }
-            None => false,
+            None => None,
         }
     }
 
@@ -198,8 +223,10 @@ impl Poller {
                         .push(record(&source.inbox.tp, &mut self.chunks, &m, self.headers));
                 }
                 Some(Err(e)) => {
-                    let tp = &source.inbox.tp;
-                    tracing::warn!(%tp, error = %e, "consume error");
+                    if !self.consumer.context().check_fatal(&self.consumer) {
+                        let tp = &source.inbox.tp;
+                        tracing::warn!(%tp, error = %e, "consume error");
+                    }
                 }
                 None => break,
             }
@@ -211,6 +238,8 @@ impl Poller {
         true
     }
 
+    /// Does the seeks the feeds asked for, and retries those librdkafka refused, as long as
+    /// their assignment lasts.
     fn serve_seeks(&mut self) {
         let mut seeks = self.wakeup.take_seeks();
         if !self.retry.is_empty() {
@@ -221,8 +250,19 @@ impl Poller {
             seeks.extend(due.into_iter().map(|(_, inbox)| inbox));
         }
         for inbox in seeks {
-            let Some(offset) = inbox.state().seek else {
-                continue; // done by an earlier request
+            let offset = {
+                let state = inbox.state();
+                // A seek belongs to the assignment its inbox was opened for. Once that ended
+                // (revoked, lost, or replaced by a new assignment: each closes the inbox, on
+                // this thread), the seek is dropped: done later, it would rewind another
+                // assignment, below what another member committed meanwhile.
+                if state.closed {
+                    continue;
+                }
+                match state.seek {
+                    Some(offset) => offset,
+                    None => continue, // done by an earlier request
+                }
             };
             if !seek(&self.consumer, &inbox.tp, offset) {
                 self.retry.push((Instant::now() + SEEK_RETRY, inbox));

@@ -6,6 +6,8 @@
 //! ```text
 //! backend consumer ── Assigned(feeds) ──▶ spawn a partition task per feed
 //!                  ── Revoked(tps)    ──▶ stop those tasks, drain (bounded), fence, commit, ack
+//!                  ── Lost(tps)       ──▶ forget their offsets, fence, cancel those tasks, ack
+//!                  ── Failed(error)   ──▶ fence and cancel every task, close, end with error
 //! partition task:  retry due? │ next record ─▶ tracker.deliver ─▶ handler ─▶ policy settles
 //! shutdown:        stop every partition task, drain (bounded), fence, commit, leave the group
 //! ```
@@ -136,6 +138,7 @@ where
                 });
             }
             Some(ConsumerEvent::Revoked(partitions, ack)) => {
+                tracing::debug!(?partitions, group = ?group, "revoking partitions: draining");
                 let revoked: Vec<Worker> = partitions
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
@@ -149,6 +152,34 @@ where
                     partitions,
                 });
                 ack.done();
+            }
+            Some(ConsumerEvent::Lost(partitions, ack)) => {
+                // Forgotten first, so no coalesced commit sends them from now on.
+                offsets.release(&partitions);
+                let lost: Vec<Worker> = partitions
+                    .iter()
+                    .filter_map(|tp| workers.remove(tp))
+                    .collect();
+                fence_workers(lost).await;
+                tracing::warn!(
+                    ?partitions,
+                    group = ?group,
+                    "assignment lost: partitions fenced without commit; their unfinished \
+                     records go to their next owner"
+                );
+                emit(Event::Revoked {
+                    group: group.clone(),
+                    partitions,
+                });
+                ack.done();
+            }
+            Some(ConsumerEvent::Failed(error)) => {
+                let partitions: Vec<TopicPartition> = workers.keys().cloned().collect();
+                offsets.release(&partitions);
+                fence_workers(workers.into_values().collect()).await;
+                tracing::error!(%error, group = ?group, "consumer failed; the subscriber stops");
+                consumer.close().await;
+                return Err(error);
             }
         }
     }
@@ -184,6 +215,23 @@ async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
             let _ = w.task.await;
         }
         w.ctx.revoke();
+    }
+}
+
+/// Fences partitions at once (a lost assignment, a failed consumer): late settles change
+/// nothing from now on, and their tasks (with any handler still running) are cancelled without
+/// a drain: their records stay unfinished, for their next owner.
+async fn fence_workers(workers: Vec<Worker>) {
+    for w in &workers {
+        w.ctx.revoke();
+        w.ctx
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        w.stop.cancel();
+        w.task.abort();
+    }
+    for w in workers {
+        let _ = w.task.await;
     }
 }
 
