@@ -29,7 +29,8 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::{partition, policy};
+use super::partition::{self, Offered};
+use super::policy;
 use crate::backend::PartitionFeed;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
@@ -260,7 +261,7 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
                     }),
                     lane,
                     None,
-                )
+                );
             }
         }
     }
@@ -317,9 +318,9 @@ pub(super) async fn run<F, H, T>(
         }
         if let Some(record) = held_back.take() {
             match partition::deliver(&ctx, record, None) {
-                Ok(Some(msg)) => d.fresh(msg),
-                Ok(None) => {}
-                Err(record) => held_back = Some(record),
+                Offered::Take(msg) => d.fresh(msg),
+                Offered::Skip => {}
+                Offered::Later(record) => held_back = Some(record),
             }
             continue;
         }
@@ -337,9 +338,9 @@ pub(super) async fn run<F, H, T>(
             next = feed.next(), if room => {
                 let Some(record) = next else { break };
                 match partition::deliver(&ctx, record, None) {
-                    Ok(Some(msg)) => d.fresh(msg),
-                    Ok(None) => {}
-                    Err(record) => held_back = Some(record),
+                    Offered::Take(msg) => d.fresh(msg),
+                    Offered::Skip => {}
+                    Offered::Later(record) => held_back = Some(record),
                 }
             }
         }

@@ -84,9 +84,9 @@ pub(super) async fn run<F, H, T>(
             }
         };
         let msg = match deliver(&ctx, record, spare.take()) {
-            Ok(Some(msg)) => msg,
-            Ok(None) => continue,
-            Err(record) => {
+            Offered::Take(msg) => msg,
+            Offered::Skip => continue,
+            Offered::Later(record) => {
                 held = Some(record);
                 continue;
             }
@@ -120,22 +120,32 @@ pub(super) async fn wait_for(retry: &Retry, stop: &CancellationToken) -> bool {
     }
 }
 
+/// What became of a record offered for delivery.
+pub(super) enum Offered {
+    /// Delivered: handle it.
+    Take(KafkaMessage),
+    /// The tracker cannot take it (revoked, or out of order): it is not handled, so not
+    /// committed.
+    Skip,
+    /// A retry must be taken first: offer the record again after it.
+    Later(Record),
+}
+
 /// Hands a new `record` to the tracker and wraps it for the handler (reusing `spare`'s
-/// allocation if it can). `Ok(None)` if the tracker cannot take it (it is not handled, so not
-/// committed); `Err(record)` if a retry must be taken first (offer the record again after it).
+/// allocation if it can).
 pub(super) fn deliver(
     ctx: &Arc<PartitionContext>,
     record: Record,
     spare: Option<KafkaMessage>,
-) -> Result<Option<KafkaMessage>, Record> {
+) -> Offered {
     match ctx.deliver(record.offset) {
-        Delivery::Accepted(d) => Ok(Some(KafkaMessage::renew(
-            spare, record, d.id, d.attempt, ctx,
-        ))),
-        Delivery::RetryFirst => Err(record),
+        Delivery::Accepted(d) => {
+            Offered::Take(KafkaMessage::renew(spare, record, d.id, d.attempt, ctx))
+        }
+        Delivery::RetryFirst => Offered::Later(record),
         Delivery::Refused(e) => {
             tracing::debug!(tp = %ctx.tp, reason = %e, "record not delivered");
-            Ok(None)
+            Offered::Skip
         }
     }
 }
