@@ -315,7 +315,7 @@ impl KafkaConsumer {
         let consumer = Arc::new(consumer);
         let _ = consumer.context().me.set(Arc::downgrade(&consumer));
         offsets
-            .attach(&consumer)
+            .attach(&consumer, config.group_id.is_some())
             .map_err(|e| BackendError::with_source("cannot start the commit thread", e))?;
 
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();

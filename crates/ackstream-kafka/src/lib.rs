@@ -20,14 +20,20 @@
 //! How the acknowledgement contract maps onto Kafka:
 //! - **ack / reject**: the record is finished; when every earlier record of its partition is
 //!   finished too, the partition's committable offset moves past it. Commits are coalesced: one
-//!   asynchronous commit of every moved partition per [`commit_interval`](KafkaBroker::commit_interval)
-//!   or after [`commit_batch`](KafkaBroker::commit_batch) moves, whichever comes first; a
-//!   synchronous commit on revoke and on shutdown. A failed commit is retried by the next one.
+//!   commit of every moved partition per [`commit_interval`](KafkaBroker::commit_interval)
+//!   or after [`commit_batch`](KafkaBroker::commit_batch) moves, whichever comes first; one the
+//!   runtime waits for on revoke and on shutdown. A failed commit is retried by the next one.
+//!   Each consumer makes every commit on one thread of its own, one at a time, so an older
+//!   commit never lands after a newer one, and waiting callers never pile up threads.
 //! - **nack**: the partition is rewound with a seek to the record, so it and every later record
 //!   of the partition are fetched again.
 //! - **rebalance**: on revoke, librdkafka's rebalance callback waits while the runtime stops the
 //!   revoked partitions, drains their handlers, and commits their finished prefix; only then is
-//!   the revoke completed.
+//!   the revoke completed. A seek asked for during an assignment is dropped when it ends. A
+//!   *lost* assignment (`assignment_lost()`: session expired, poll interval exceeded, fenced) is
+//!   fenced at once: no drain, no commit, no seek; the next owner redelivers.
+//! - **fatal errors**: a fatal librdkafka error (e.g. `FENCED_INSTANCE_ID` under static
+//!   membership) ends the subscriber with that error; `App::run` returns it.
 //! - **one reader**: a dedicated thread polls the librdkafka consumer (as librdkafka intends),
 //!   taking turns over the assigned partitions' queues, and hands records to per-partition
 //!   inboxes; each partition's handlers run on the async runtime, so one slow partition does not
@@ -39,8 +45,10 @@
 //! - **headers** are decoded only for handlers with an argument that reads them (`Headers`,
 //!   `KafkaMessage`, or an extractor of your own): decoding them costs librdkafka about as much
 //!   as the rest of handing a record over.
-//! - Offsets are committed explicitly (`enable.auto.commit=false`); librdkafka's auto commit
-//!   would commit fetched-but-unprocessed records.
+//! - Offsets are committed explicitly (`enable.auto.commit=false`,
+//!   `enable.auto.offset.store=false`); librdkafka's auto commit would commit
+//!   fetched-but-unprocessed records. Turning either on for a subscriber with a group is a
+//!   `ConfigError` at registration.
 //! - Keys are placed with the `murmur2_random` partitioner, as Java clients and the in-memory
 //!   broker place them.
 

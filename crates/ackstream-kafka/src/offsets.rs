@@ -123,11 +123,19 @@ impl KafkaOffsets {
         }
     }
 
-    /// Attaches the consumer and starts the commit thread, which makes every commit of this
-    /// consumer, one at a time (see the module docs). It holds neither the consumer nor the
-    /// offsets between commits, and ends once the offsets are dropped.
-    pub(crate) fn attach(self: &Arc<Self>, consumer: &Arc<RdConsumer>) -> std::io::Result<()> {
+    /// Attaches the consumer and, if it `commits` (it has a group), starts the commit thread,
+    /// which makes every commit of this consumer, one at a time (see the module docs). The
+    /// thread holds neither the consumer nor the offsets between commits, and ends once the
+    /// offsets are dropped.
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        consumer: &Arc<RdConsumer>,
+        commits: bool,
+    ) -> std::io::Result<()> {
         let _ = self.consumer.set(Arc::downgrade(consumer));
+        if !commits {
+            return Ok(());
+        }
         let (tx, rx) = mpsc::channel();
         let offsets = Arc::downgrade(self);
         std::thread::Builder::new()

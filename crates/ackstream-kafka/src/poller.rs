@@ -7,10 +7,12 @@
 //! on the async runtime. A partition whose inbox is full is skipped, so its records stay in
 //! librdkafka's queue, and librdkafka stops fetching it once that queue reaches its limits.
 //!
-//! The same thread serves librdkafka's callbacks (rebalances, commit results, on the main
-//! queue) and the feeds' seeks (a nack's rewind). Doing a seek here, between two pops, makes it
-//! exact: every record popped before it is dropped, every record popped after it comes from the
-//! new position.
+//! The same thread serves librdkafka's main queue (logs, statistics, rebalances, commit
+//! results, errors), drained every turn up to a bound, and the feeds' seeks (a nack's rewind).
+//! Doing a seek here, between two pops, makes it exact: every record popped before it is
+//! dropped, every record popped after it comes from the new position. A seek belongs to the
+//! assignment it was asked in: once that ends, it is dropped, not retried. A fatal error seen
+//! here ends the subscriber.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
