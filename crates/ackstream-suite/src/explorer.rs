@@ -266,13 +266,25 @@ impl Schedule {
                 _ => Membership::Alone,
             }
         };
-        let trouble = 5 + rng.below(50);
+        // Sometimes a nack storm: most first attempts nack (with delays up to 20 ms, or none),
+        // so nacks pile up while others run, and delays outlast a membership change.
+        let storm = rng.chance(15);
+        let trouble = if storm {
+            60 + rng.below(30)
+        } else {
+            5 + rng.below(50)
+        };
         let mut plan = HashMap::new();
         let mut yields = HashMap::new();
         for p in 0..partitions {
             for o in 0..per_partition as i64 {
                 let mut acts = Vec::new();
-                if rng.chance(trouble) {
+                if storm && rng.chance(trouble) {
+                    let delay = rng
+                        .chance(70)
+                        .then(|| Duration::from_millis(1 + rng.below(20)));
+                    acts.push(Act::Interrupt(Disposition::Nack { delay }));
+                } else if rng.chance(trouble) {
                     acts.push(draw_trouble(&mut rng, policy));
                     if rng.chance(30) {
                         acts.push(draw_trouble(&mut rng, policy));
