@@ -31,14 +31,16 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AckMessage;
 
-/// Nack the record now and stop the handler: the partition is rewound to it and it is delivered again.
+/// Nack the record now and stop the handler: it is delivered again (only it), in its place in its
+/// lane.
 ///
 /// For a delay before the redelivery use [`NackMessage::after`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NackMessage;
 
 impl NackMessage {
-    /// A nack whose redelivery waits `delay` (only the record's partition waits).
+    /// A nack whose redelivery waits `delay`: the record's lane waits with it (its partition
+    /// under `Ordering::Partition`, its key under `Ordering::Key`); other lanes go on.
     pub fn after(delay: Duration) -> NackAfter {
         NackAfter(delay)
     }
@@ -57,9 +59,9 @@ pub struct RejectMessage;
 pub enum Disposition {
     /// Finished: the committed offset may move past it.
     Ack,
-    /// Not finished: rewind its partition to it, optionally after a delay.
+    /// Not finished: deliver it again, optionally after a delay.
     Nack {
-        /// Delay before the partition is read again.
+        /// Delay before the redelivery (capped at [`MAX_NACK_DELAY`](crate::MAX_NACK_DELAY)).
         delay: Option<Duration>,
     },
     /// Finished but failed: committed past like ack.

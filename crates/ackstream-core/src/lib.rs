@@ -45,7 +45,7 @@ pub use ordering::Ordering;
 pub use outcome::{IntoOutcome, Outcome};
 pub use policy::AckPolicy;
 pub use record::{Header, Headers, OutgoingRecord, Record, RecordPosition, TopicPartition};
-pub use settle::SettleStatus;
+pub use settle::{MAX_NACK_DELAY, SettleStatus};
 pub use shutdown::Shutdown;
 pub use state::StateMap;
 pub use subscriber::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberBuilder, SubscriberConfig};

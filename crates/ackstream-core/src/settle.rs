@@ -37,6 +37,11 @@ pub enum SettleStatus {
     Stale,
 }
 
+/// The longest a nack's delay (or a failure's backoff) can be: longer ones are capped, so no
+/// delay can overflow the clock. A record waiting that long is still unfinished and holds its
+/// partition's commit back; a revoke or a restart redelivers it from Kafka.
+pub const MAX_NACK_DELAY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// Subscriber settings the settle path needs.
 #[derive(Debug)]
 pub(crate) struct SettleConfig {
@@ -295,7 +300,7 @@ impl PartitionContext {
                     let status = settled(SettleStatus::Settled(disposition));
                     ledger.retries.push(Retry {
                         record: record.clone(),
-                        not_before: delay.map(|d| Instant::now() + d),
+                        not_before: delay.map(|d| Instant::now() + d.min(MAX_NACK_DELAY)),
                     });
                     self.retry_pending.store(true, Ordering::Release);
                     drop(ledger);

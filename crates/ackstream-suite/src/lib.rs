@@ -71,6 +71,9 @@ macro_rules! behaviour_suite {
             two_nacks_pending_at_once_keep_their_own_delays,
             a_revoke_during_a_key_delay_starts_nothing_of_that_key,
             a_record_that_always_fails_backs_off_and_other_keys_flow,
+            one_at_a_time_a_retry_waits_behind_an_earlier_retry_nacked_again,
+            a_nack_without_delay_lets_other_tasks_run,
+            a_nack_delay_too_large_for_the_clock_is_capped,
         );
     };
 }

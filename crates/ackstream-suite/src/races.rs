@@ -322,3 +322,175 @@ pub async fn a_record_that_always_fails_backs_off_and_other_keys_flow<F: Fixture
         "nothing passes the failing record"
     );
 }
+
+/// One record at a time (the default): when two nacked records wait, and the first one's
+/// redelivery is nacked again during its run (with a delay), the second waits behind it: the
+/// partition's order holds across retries too.
+pub async fn one_at_a_time_a_retry_waits_behind_an_earlier_retry_nacked_again<F: Fixture>(fx: &F) {
+    const DELAY: Duration = Duration::from_millis(300);
+    let broker = fx.connect();
+    let (topic, group) = (unique("retryorder"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    publish_keyed(&broker, &topic, &["a", "a", "a", "a"]).await;
+    let parked: Arc<std::sync::Mutex<Vec<KafkaMessage>>> = Arc::default();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(i64, u32, Instant)>();
+    let slot = parked.clone();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .no_ack(true)
+        .handle(move |msg: KafkaMessage| {
+            let (slot, tx) = (slot.clone(), tx.clone());
+            async move {
+                let (o, a) = (msg.offset(), msg.attempt());
+                tx.send((o, a, Instant::now())).unwrap();
+                match (o, a) {
+                    // 0 and 1 return unsettled; 2 nacks both (two retries wait), then acks.
+                    (0 | 1, 1) => slot.lock().unwrap().push(msg.clone()),
+                    (2, 1) => {
+                        let earlier: Vec<KafkaMessage> = slot.lock().unwrap().drain(..).collect();
+                        for m in earlier {
+                            m.nack().await.unwrap();
+                        }
+                        msg.ack().await.unwrap();
+                    }
+                    // 0's first redelivery is nacked again, with a delay, during its run.
+                    (0, 2) => {
+                        msg.nack_after(DELAY).await.unwrap();
+                    }
+                    _ => {
+                        msg.ack().await.unwrap();
+                    }
+                }
+            }
+        });
+    let recorder = Recorder::attach(&broker);
+    let app = App::new(broker.clone()).spawn();
+    let p = TopicPartition::new(topic.as_str(), 0);
+    recorder
+        .wait_for("everything acked", |r| {
+            (0..4).all(|o| r.settles(&p, o).last() == Some(&Disposition::Ack))
+        })
+        .await;
+    app.shutdown().await.unwrap();
+    let mut starts = Vec::new();
+    while let Ok(s) = rx.try_recv() {
+        starts.push(s);
+    }
+    let at = |o: i64, a: u32| starts.iter().find(|s| (s.0, s.1) == (o, a)).unwrap().2;
+    assert!(
+        at(1, 2) >= at(0, 3),
+        "record 1's retry started {:?} before record 0's second retry: {starts:?}",
+        at(0, 3) - at(1, 2)
+    );
+    assert!(at(0, 3) - at(0, 2) >= DELAY, "record 0 waited its delay");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(4));
+}
+
+/// A nack with no delay gives way to the runtime's other tasks: a record nacked again and
+/// again (until another task says stop) does not starve that task, even on a single-threaded
+/// runtime, one record at a time or with workers.
+pub async fn a_nack_without_delay_lets_other_tasks_run<F: Fixture>(fx: &F) {
+    for workers in [None, Some(2)] {
+        let broker = fx.connect();
+        let (topic, group) = (unique("noyield"), unique("group"));
+        // Two partitions nacking at once keep both of the test runtime's workers busy.
+        fx.create_topic(&topic, 2).await;
+        for partition in 0..2 {
+            broker
+                .publish(&topic, "record")
+                .partition(partition)
+                .await
+                .expect("publish");
+        }
+        let go_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let g = go_on.clone();
+        let mut b = fx
+            .subscriber(&broker, &topic)
+            .group_id(&group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .auto_commit(false);
+        if let Some(n) = workers {
+            b = b.max_workers(n);
+        }
+        b.handle(move || {
+            let g = g.clone();
+            async move {
+                if g.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(HandlerError::from(NackMessage))
+                }
+            }
+        });
+        let recorder = Recorder::attach(&broker);
+        let app = App::new(broker.clone()).spawn();
+        // Another task of the same runtime ends the nacking; it must get to run.
+        let g = go_on.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            g.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let p = TopicPartition::new(topic.as_str(), 0);
+        recorder
+            .wait_for("the record acked", |r| {
+                r.settles(&p, 0).last() == Some(&Disposition::Ack)
+            })
+            .await;
+        app.shutdown().await.unwrap();
+        assert_eq!(
+            fx.committed(&group, &topic, 0).await,
+            Some(1),
+            "{workers:?}"
+        );
+    }
+}
+
+/// A nack delay too large for the clock (`Duration::MAX`) is capped, not a panic: the record
+/// waits (unfinished, holding the commit back), other keys go on, and shutdown is clean.
+pub async fn a_nack_delay_too_large_for_the_clock_is_capped<F: Fixture>(fx: &F) {
+    let broker = fx.connect();
+    let (topic, group) = (unique("hugedelay"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    publish_keyed(&broker, &topic, &["a", "b", "b"]).await;
+    let (tx, mut rx) = mpsc::unbounded_channel::<SettleOutcome>();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .no_ack(true)
+        .max_workers(2)
+        .ordering(Ordering::Key)
+        .handle(move |msg: KafkaMessage| {
+            let tx = tx.clone();
+            async move {
+                let status = if msg.offset() == 0 {
+                    msg.nack_after(Duration::MAX).await
+                } else {
+                    msg.ack().await
+                };
+                tx.send(status.map_err(|e| e.to_string())).unwrap();
+            }
+        });
+    let recorder = Recorder::attach(&broker);
+    let app = App::new(broker.clone()).spawn();
+    let p = TopicPartition::new(topic.as_str(), 0);
+    recorder
+        .wait_for("records 1 and 2 acked", |r| {
+            (1..3).all(|o| r.settles(&p, o).contains(&Disposition::Ack))
+        })
+        .await;
+    app.shutdown().await.unwrap();
+    let mut outcomes = Vec::new();
+    while let Ok(o) = rx.try_recv() {
+        outcomes.push(o);
+    }
+    assert_eq!(outcomes.len(), 3, "every handler finished: {outcomes:?}");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(
+        fx.committed(&group, &topic, 0).await,
+        Some(0),
+        "record 0 waits, unfinished"
+    );
+}
+
+type SettleOutcome = Result<ackstream::SettleStatus, String>;

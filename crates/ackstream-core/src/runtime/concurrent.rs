@@ -221,13 +221,17 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         };
         let offset = msg.offset();
         self.in_run.insert(offset);
-        let (handler, state, config) = (
+        let (handler, state, config, ctx) = (
             self.handler.clone(),
             self.state.clone(),
             self.config.clone(),
+            self.ctx.clone(),
         );
         self.running.push(Box::pin(async move {
-            policy::process(&msg, &handler, &state, &config).await;
+            // Stopped between the decision and the first poll: the handler does not start.
+            if !ctx.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                policy::process(&msg, &handler, &state, &config).await;
+            }
             Done::Ran {
                 lane,
                 offset,
@@ -312,7 +316,15 @@ pub(super) async fn run<F, H, T>(
     };
     // A record read while a retry was waiting to be taken: offered again after it.
     let mut held_back: Option<Record> = None;
+    let mut turns: u32 = 0;
     loop {
+        // A run that is ready at once (a nack without a delay, again and again) keeps a branch
+        // below ready every turn: take part in tokio's cooperative budget, so the runtime's
+        // other tasks get their turn.
+        turns = turns.wrapping_add(1);
+        if turns.is_multiple_of(8) {
+            tokio::task::coop::consume_budget().await;
+        }
         if ctx.retry_pending() {
             d.absorb();
         }

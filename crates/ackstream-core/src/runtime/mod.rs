@@ -223,10 +223,11 @@ async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
 /// a drain: their records stay unfinished, for their next owner.
 async fn fence_workers(workers: Vec<Worker>) {
     for w in &workers {
-        w.ctx.revoke();
+        // Stopping first: nothing starts once the partition is fenced.
         w.ctx
             .stopping
             .store(true, std::sync::atomic::Ordering::Release);
+        w.ctx.revoke();
         w.stop.cancel();
         w.task.abort();
     }

@@ -37,18 +37,27 @@ pub(super) async fn run<F, H, T>(
     let mut spare: Option<KafkaMessage> = None;
     // A record read while a retry was waiting: offered again after the retries.
     let mut held: Option<Record> = None;
+    // Retries taken from the ledger, lowest offset first: one is redelivered per turn, and
+    // the ledger is looked at again before the next, so a retry nacked again during its run
+    // comes back (after its delay) before any later record.
+    let mut retries: Vec<Retry> = Vec::new();
     let mut handled: u32 = 0;
     loop {
         if ctx.retry_pending() {
-            for retry in ctx.take_retries() {
-                if !wait_for(&retry, &stop).await || stopped(&ctx, &app) {
-                    return;
-                }
-                if let Some(msg) = redeliver(&ctx, retry.record, spare.take()) {
-                    policy::process(&msg, &handler, &state, &config).await;
-                    spare = Some(msg);
-                }
+            retries.extend(ctx.take_retries());
+            retries.sort_by_key(|r| std::cmp::Reverse(r.record.offset));
+        }
+        if let Some(retry) = retries.pop() {
+            if !wait_for(&retry, &stop).await || stopped(&ctx, &app) {
+                return;
             }
+            if let Some(msg) = redeliver(&ctx, retry.record, spare.take()) {
+                policy::process(&msg, &handler, &state, &config).await;
+                spare = Some(msg);
+            }
+            // A nack without a delay comes straight back: give the runtime's other tasks
+            // their turn.
+            tokio::task::coop::consume_budget().await;
             continue;
         }
         // Stopped? Two atomic loads: the runtime sets the partition's flag before it cancels
