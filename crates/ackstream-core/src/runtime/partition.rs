@@ -47,7 +47,9 @@ pub(super) async fn run<F, H, T>(
             retries.extend(ctx.take_retries());
             retries.sort_by_key(|r| std::cmp::Reverse(r.record.offset));
         }
-        if let Some(retry) = retries.pop() {
+        if !retries.is_empty()
+            && let Some(retry) = retries.pop()
+        {
             if !wait_for(&retry, &stop).await || stopped(&ctx, &app) {
                 return;
             }
@@ -66,40 +68,54 @@ pub(super) async fn run<F, H, T>(
         if stopped(&ctx, &app) {
             return;
         }
-        let record = match held.take() {
-            Some(record) => record,
-            None => {
-                // Fast path: a record already fetched is taken without registering any waker;
-                // only an empty feed waits on the stop token and the retry signal as well.
-                let ready = {
-                    // Polled in place, not moved into `now_or_never`: the feed's future is large.
-                    let next = std::pin::pin!(feed.next());
-                    match next.poll(&mut Context::from_waker(Waker::noop())) {
-                        Poll::Ready(next) => Some(next),
-                        Poll::Pending => None,
-                    }
-                };
-                let next = match ready {
-                    Some(next) => next,
-                    None => tokio::select! {
-                        biased;
-                        () = stop.cancelled() => return,
-                        () = ctx.retry_signal.notified() => continue,
-                        next = feed.next() => next,
-                    },
-                };
-                let Some(record) = next else { return };
-                record
+        // (Checked before it is taken: taking moves the whole record slot.)
+        if held.is_some()
+            && let Some(record) = held.take()
+        {
+            match deliver(&ctx, record, spare.take()) {
+                Offered::Take(msg) => {
+                    policy::process(&msg, &handler, &state, &config).await;
+                    spare = Some(msg);
+                }
+                Offered::Skip => {}
+                Offered::Later(record) => held = Some(record),
+            }
+            continue;
+        }
+        // Fast path: a record already fetched is taken without registering any waker; only
+        // an empty feed waits on the stop token and the retry signal as well.
+        let ready = {
+            // Polled in place, not moved into `now_or_never`: the feed's future is large.
+            let next = std::pin::pin!(feed.next());
+            match next.poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(next) => Some(next),
+                Poll::Pending => None,
             }
         };
-        let msg = match deliver(&ctx, record, spare.take()) {
-            Offered::Take(msg) => msg,
-            Offered::Skip => continue,
-            Offered::Later(record) => {
+        let next = match ready {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = ctx.retry_signal.notified() => continue,
+                next = feed.next() => next,
+            },
+        };
+        let Some(record) = next else { return };
+        // Delivered here rather than through `deliver`, so the record moves straight into the
+        // message (the per-record path; a held-back record takes the helper above).
+        let d = match ctx.deliver(record.offset) {
+            Delivery::Accepted(d) => d,
+            Delivery::RetryFirst => {
                 held = Some(record);
                 continue;
             }
+            Delivery::Refused(e) => {
+                tracing::debug!(tp = %ctx.tp, reason = %e, "record not delivered");
+                continue;
+            }
         };
+        let msg = KafkaMessage::renew(spare.take(), record, d.id, d.attempt, &ctx);
         policy::process(&msg, &handler, &state, &config).await;
         spare = Some(msg);
         // The fast path above never yields on its own: take part in tokio's cooperative
