@@ -7,7 +7,9 @@
 //! panic), where each settle comes from (the handler's task, a spawned task, another OS thread;
 //! awaited by the handler or left to land later), and what happens to the membership (a second
 //! member joins, and maybe leaves again so the partitions come back to the first; or the first
-//! member shuts down at a random moment and a new one finishes the work).
+//! member shuts down at a random moment and a new one finishes the work). Some schedules are
+//! nack storms (most first attempts nack), with long delays under key ordering when the
+//! membership changes, so revokes come while keys wait.
 //!
 //! Invariants, checked after every run (see [`check`]):
 //! - **I1** whenever the group's committed offset of a partition is `c` (each store the runtime
@@ -269,6 +271,9 @@ impl Schedule {
         // Sometimes a nack storm: most first attempts nack (with delays up to 20 ms, or none),
         // so nacks pile up while others run, and delays outlast a membership change.
         let storm = rng.chance(15);
+        // Under key ordering with the membership changing, a storm's delays are long (50-300
+        // ms), so a revoke or a shutdown comes while keys wait out their delays.
+        let long_delays = storm && ordering == Ordering::Key && membership != Membership::Alone;
         let trouble = if storm {
             60 + rng.below(30)
         } else {
@@ -280,9 +285,13 @@ impl Schedule {
             for o in 0..per_partition as i64 {
                 let mut acts = Vec::new();
                 if storm && rng.chance(trouble) {
-                    let delay = rng
-                        .chance(70)
-                        .then(|| Duration::from_millis(1 + rng.below(20)));
+                    let delay = rng.chance(70).then(|| {
+                        Duration::from_millis(if long_delays {
+                            50 + rng.below(250)
+                        } else {
+                            1 + rng.below(20)
+                        })
+                    });
                     acts.push(Act::Interrupt(Disposition::Nack { delay }));
                 } else if rng.chance(trouble) {
                     acts.push(draw_trouble(&mut rng, policy));
