@@ -78,7 +78,7 @@ impl ackstream_core::backend::Backend for KafkaBackend {
     /// Refuses a subscriber that commits (it has a group) with librdkafka's auto commit or
     /// automatic offset store turned on, on the subscriber or the broker: ackstream commits
     /// each partition's finished prefix itself, and those would commit records that are not
-    /// finished (see [`COMMIT_SETTINGS`](crate::consumer::COMMIT_SETTINGS)).
+    /// finished (`enable.auto.commit` and `enable.auto.offset.store`).
     fn check_subscriber(&self, config: &SubscriberConfig) -> Result<(), ConfigError> {
         if config.group_id.is_none() {
             return Ok(());

@@ -11,7 +11,7 @@
 //! nack storms (most first attempts nack), with long delays under key ordering when the
 //! membership changes, so revokes come while keys wait.
 //!
-//! Invariants, checked after every run (see [`check`]):
+//! Invariants, checked after every run:
 //! - **I1** whenever the group's committed offset of a partition is `c` (each store the runtime
 //!   makes, and each committed offset sampled from the broker), every record below `c` is
 //!   finished (acked or rejected) in its latest delivery;
