@@ -12,6 +12,7 @@ use ackstream::prelude::*;
 use ackstream::{Disposition, Ordering, SettleStatus, TopicPartition};
 use tokio::sync::{Barrier, Notify, mpsc};
 
+use crate::explorer::Rng;
 use crate::{Fixture, Recorder, unique};
 
 async fn publish<B: Broker>(
@@ -324,22 +325,6 @@ pub async fn nack_under_concurrency_redelivers_only_the_nacked_record<F: Fixture
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(8));
 }
 
-/// A small deterministic generator, so a failing case can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Under `Ordering::Key`, a nack's delay holds back only the nacked key: the partition is
 /// rewound at once, and the records of other keys are handled, and finished, while the nacked
 /// record waits out its delay (unfinished: the commit does not pass it meanwhile). With two
@@ -437,7 +422,7 @@ pub async fn commit_rule_holds_under_random_concurrency_nacks_and_rebalances<F: 
 }
 
 async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed);
     let ordering = Ordering::ALL[rng.below(3) as usize];
     let workers = 1 + rng.below(8) as usize;
     let partitions = 1 + rng.below(3) as i32;

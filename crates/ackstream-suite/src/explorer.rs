@@ -58,7 +58,8 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
@@ -406,36 +407,60 @@ impl Log {
     /// Whether every record is finished in its latest delivery and stored past.
     fn done(&self, topic: &str, partitions: i32, per_partition: usize) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let mut finished: HashMap<i32, HashSet<i64>> = HashMap::new();
+        let mut finished = Finished::default();
         let mut stored: HashMap<i32, i64> = HashMap::new();
         for (_, e) in entries.iter() {
-            match e {
-                Entry::Event(Event::Delivered { tp, offset, .. }) if &*tp.topic == topic => {
-                    finished.entry(tp.partition).or_default().remove(offset);
-                }
-                Entry::Event(Event::Settled {
-                    tp,
-                    offset,
-                    status: SettleStatus::Settled(d),
-                }) if &*tp.topic == topic => {
-                    let set = finished.entry(tp.partition).or_default();
-                    if matches!(d, Disposition::Nack { .. }) {
-                        set.remove(offset);
-                    } else {
-                        set.insert(*offset);
-                    }
-                }
-                Entry::Event(Event::OffsetStored { tp, offset }) if &*tp.topic == topic => {
-                    let s = stored.entry(tp.partition).or_insert(0);
-                    *s = (*s).max(*offset);
-                }
-                _ => {}
+            finished.follow(topic, e);
+            if let Entry::Event(Event::OffsetStored { tp, offset }) = e
+                && &*tp.topic == topic
+            {
+                let s = stored.entry(tp.partition).or_insert(0);
+                *s = (*s).max(*offset);
             }
         }
         (0..partitions).all(|p| {
-            stored.get(&p) == Some(&(per_partition as i64))
-                && finished.get(&p).is_some_and(|f| f.len() == per_partition)
+            stored.get(&p) == Some(&(per_partition as i64)) && finished.count(p) == per_partition
         })
+    }
+}
+
+/// The records of one topic finished in their latest delivery, per partition, replayed from
+/// the timeline: a delivery or a nack unfinishes a record, an ack or a reject finishes it.
+#[derive(Debug, Default)]
+struct Finished(HashMap<i32, HashSet<i64>>);
+
+impl Finished {
+    fn follow(&mut self, topic: &str, entry: &Entry) {
+        match entry {
+            Entry::Event(Event::Delivered { tp, offset, .. }) if &*tp.topic == topic => {
+                self.0.entry(tp.partition).or_default().remove(offset);
+            }
+            Entry::Event(Event::Settled {
+                tp,
+                offset,
+                status: SettleStatus::Settled(d),
+            }) if &*tp.topic == topic => {
+                let set = self.0.entry(tp.partition).or_default();
+                if matches!(d, Disposition::Nack { .. }) {
+                    set.remove(offset);
+                } else {
+                    set.insert(*offset);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn count(&self, partition: i32) -> usize {
+        self.0.get(&partition).map_or(0, HashSet::len)
+    }
+
+    /// The records below `offset` of `partition` that are not finished.
+    fn missing_below(&self, partition: i32, offset: i64) -> Vec<i64> {
+        let done = self.0.get(&partition);
+        (0..offset)
+            .filter(|o| !done.is_some_and(|d| d.contains(o)))
+            .collect()
     }
 }
 
@@ -638,7 +663,6 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
     };
     observe(&first);
     subscribe(fx, &first, &s, &topic, &group, &log);
-    let total = s.partitions as usize * s.per_partition;
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let outcome = tokio::time::timeout(SCHEDULE_TIMEOUT, async {
         let sampler = sample_committed(fx, &topic, &group, s.partitions, &log, &sampling);
@@ -687,7 +711,6 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
             sampling.store(false, Atomic::Release);
         };
         tokio::join!(sampler, drive);
-        let _ = total;
     })
     .await;
     let entries = log.snapshot();
@@ -796,7 +819,7 @@ fn check(
         violations.entry(invariant).or_insert(what);
     };
     // I1: finished records per partition (in their latest delivery).
-    let mut finished: HashMap<i32, HashSet<i64>> = HashMap::new();
+    let mut finished = Finished::default();
     // I2: the highest committed offset seen per partition.
     let mut highest: HashMap<i32, i64> = HashMap::new();
     // I4: runs in progress per lane, and each run's record.
@@ -809,31 +832,23 @@ fn check(
     let mut delayed: HashMap<(i32, i64), (Instant, Duration)> = HashMap::new();
     let mut keys: HashMap<(i32, i64), Option<Vec<u8>>> = HashMap::new();
     for (i, (at, entry)) in entries.iter().enumerate() {
+        finished.follow(topic, entry);
         match entry {
-            Entry::Event(Event::Delivered { tp, offset, .. }) if ours(tp) => {
-                finished.entry(tp.partition).or_default().remove(offset);
-            }
             Entry::Event(Event::Settled {
                 tp,
                 offset,
-                status: SettleStatus::Settled(d),
-            }) if ours(tp) => match d {
-                Disposition::Ack | Disposition::Reject => {
-                    finished.entry(tp.partition).or_default().insert(*offset);
+                status: SettleStatus::Settled(Disposition::Nack { delay }),
+            }) if ours(tp) => {
+                if let Some(d) = delay {
+                    delayed.insert((tp.partition, *offset), (*at, *d));
                 }
-                Disposition::Nack { delay } => {
-                    finished.entry(tp.partition).or_default().remove(offset);
-                    if let Some(d) = delay {
-                        delayed.insert((tp.partition, *offset), (*at, *d));
-                    }
-                    if active.contains_key(&(tp.partition, *offset))
-                        && let Some(l) =
-                            lane(s, tp, keys.get(&(tp.partition, *offset)).unwrap_or(&None))
-                    {
-                        unresolved.entry(l).or_default().insert(*offset, ());
-                    }
+                if active.contains_key(&(tp.partition, *offset))
+                    && let Some(l) =
+                        lane(s, tp, keys.get(&(tp.partition, *offset)).unwrap_or(&None))
+                {
+                    unresolved.entry(l).or_default().insert(*offset, ());
                 }
-            },
+            }
             Entry::Event(Event::Revoked { partitions, .. })
             | Entry::Event(Event::Assigned { partitions, .. }) => {
                 for tp in partitions.iter().filter(|tp| ours(tp)) {
@@ -844,8 +859,7 @@ fn check(
             }
             Entry::Event(Event::OffsetStored { tp, offset }) if ours(tp) => {
                 // A store is reported after the settle that caused it (under one lock).
-                let done = finished.entry(tp.partition).or_default();
-                let missing: Vec<i64> = (0..*offset).filter(|o| !done.contains(o)).collect();
+                let missing = finished.missing_below(tp.partition, *offset);
                 if !missing.is_empty() {
                     fail(
                         "I1",
@@ -866,8 +880,7 @@ fn check(
                     );
                 }
                 *h = *offset;
-                let done = finished.entry(tp.partition).or_default();
-                let missing: Vec<i64> = (0..*offset).filter(|o| !done.contains(o)).collect();
+                let missing = finished.missing_below(tp.partition, *offset);
                 if !missing.is_empty() {
                     fail(
                         "I1",

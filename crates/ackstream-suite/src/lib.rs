@@ -32,7 +32,7 @@ macro_rules! behaviour_suite {
         $crate::__policy_tests!([$(#[$attr])*] $fixture, reject_on_error, RejectOnError);
         $crate::__policy_tests!([$(#[$attr])*] $fixture, nack_on_error, NackOnError);
         $crate::__policy_tests!([$(#[$attr])*] $fixture, manual, Manual);
-        $crate::__scenario_tests!([$(#[$attr])*] $fixture,
+        $crate::__module_tests!([$(#[$attr])*] $fixture, scenarios,
             ack_first_acks_before_the_handler_runs,
             key_headers_and_position_reach_the_handler,
             a_backlog_beyond_the_buffer_bound_is_handled_once_in_order,
@@ -55,7 +55,7 @@ macro_rules! behaviour_suite {
             a_poison_record_moves_to_the_dead_letter_topic,
             a_failing_dead_letter_publish_leaves_the_record_uncommitted,
         );
-        $crate::__concurrency_tests!([$(#[$attr])*] $fixture,
+        $crate::__module_tests!([$(#[$attr])*] $fixture, concurrency,
             a_slow_partition_does_not_stall_the_others,
             unordered_runs_up_to_max_workers_at_once,
             max_workers_bounds_the_subscriber_across_partitions,
@@ -64,7 +64,7 @@ macro_rules! behaviour_suite {
             under_key_ordering_a_nack_delay_holds_back_only_its_key,
             commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
         );
-        $crate::__races_tests!([$(#[$attr])*] $fixture,
+        $crate::__module_tests!([$(#[$attr])*] $fixture, races,
             a_nack_from_another_task_keeps_the_commit_behind_the_record,
             under_partition_ordering_a_lane_waits_for_its_nacked_record,
             under_key_ordering_a_lane_waits_for_its_nacked_record,
@@ -78,45 +78,16 @@ macro_rules! behaviour_suite {
     };
 }
 
+/// One test per scenario `$name` of the suite's module `$module`.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __races_tests {
-    ($attrs:tt $fixture:expr, $($name:ident),* $(,)?) => {
+macro_rules! __module_tests {
+    ($attrs:tt $fixture:expr, $module:ident, $($name:ident),* $(,)?) => {
         $(
             $crate::__with_attrs!($attrs
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    $crate::races::$name(&$fixture).await;
-                }
-            );
-        )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __scenario_tests {
-    ($attrs:tt $fixture:expr, $($name:ident),* $(,)?) => {
-        $(
-            $crate::__with_attrs!($attrs
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    $crate::scenarios::$name(&$fixture).await;
-                }
-            );
-        )*
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __concurrency_tests {
-    ($attrs:tt $fixture:expr, $($name:ident),* $(,)?) => {
-        $(
-            $crate::__with_attrs!($attrs
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    $crate::concurrency::$name(&$fixture).await;
+                    $crate::$module::$name(&$fixture).await;
                 }
             );
         )*

@@ -23,6 +23,11 @@ async fn publish_keyed<B: Broker>(broker: &B, topic: &str, keys: &[&str]) {
     }
 }
 
+/// What the handlers reported, all of it (they have all finished: the app has shut down).
+fn drained<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Vec<T> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
 /// Records per run of [`a_nack_from_another_task_keeps_the_commit_behind_the_record`]: many where
 /// a record costs microseconds.
 fn spawned_settle_records<F: Fixture>(fx: &F) -> usize {
@@ -200,10 +205,7 @@ pub async fn two_nacks_pending_at_once_keep_their_own_delays<F: Fixture>(fx: &F)
         })
         .await;
     app.shutdown().await.unwrap();
-    let mut starts = Vec::new();
-    while let Ok(s) = rx.try_recv() {
-        starts.push(s);
-    }
+    let starts = drained(&mut rx);
     // The nack came after the first attempt started: measured from there, a lost delay shows.
     let nack_at = starts.iter().find(|s| (s.0, s.1) == (2, 1)).unwrap().2;
     let retry = starts.iter().find(|s| (s.0, s.1) == (2, 2)).unwrap().2;
@@ -257,10 +259,7 @@ pub async fn a_revoke_during_a_key_delay_starts_nothing_of_that_key<F: Fixture>(
             started.elapsed() < DELAY,
             "the drain does not wait the delay out"
         );
-        let mut runs = Vec::new();
-        while let Ok(r) = rx.try_recv() {
-            runs.push(r);
-        }
+        let runs = drained(&mut rx);
         assert!(
             !runs.contains(&(0, 2)) && !runs.iter().any(|r| r.0 == 1),
             "round {round}: key a started during the drain: {runs:?}"
@@ -373,10 +372,7 @@ pub async fn one_at_a_time_a_retry_waits_behind_an_earlier_retry_nacked_again<F:
         })
         .await;
     app.shutdown().await.unwrap();
-    let mut starts = Vec::new();
-    while let Ok(s) = rx.try_recv() {
-        starts.push(s);
-    }
+    let starts = drained(&mut rx);
     let at = |o: i64, a: u32| starts.iter().find(|s| (s.0, s.1) == (o, a)).unwrap().2;
     assert!(
         at(1, 2) >= at(0, 3),
@@ -480,10 +476,7 @@ pub async fn a_nack_delay_too_large_for_the_clock_is_capped<F: Fixture>(fx: &F) 
         })
         .await;
     app.shutdown().await.unwrap();
-    let mut outcomes = Vec::new();
-    while let Ok(o) = rx.try_recv() {
-        outcomes.push(o);
-    }
+    let outcomes = drained(&mut rx);
     assert_eq!(outcomes.len(), 3, "every handler finished: {outcomes:?}");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     assert_eq!(
