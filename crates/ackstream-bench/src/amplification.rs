@@ -141,21 +141,9 @@ impl Tally {
 /// workers, and a handler that reports to `tally`.
 fn subscribe<B: Broker>(broker: &B, topic: &str, group: &str, args: &Args, tally: &Arc<Tally>) {
     let policy: AckPolicy = args.policy.parse().expect("checked by Args::parse");
-    let subscriber = broker
-        .subscriber(topic)
-        .group_id(group)
-        .auto_offset_reset(OffsetReset::Earliest)
-        .ack_policy(policy)
-        .ordering(args.ordering)
-        .config("session.timeout.ms", "6000");
-    // A handler *error* under NackOnError gets a backoff once issue 10 point 4 lands (from
-    // 100 ms by default); this bench nacks explicitly, which has no delay on either side of that
-    // fix. Should the bench ever fail with an error instead, turn the backoff off here (e.g.
-    // `.retry_backoff(..)`, which does not exist on this branch yet).
-    let subscriber = match args.concurrency {
-        Some(k) => subscriber.max_workers(k),
-        None => subscriber,
-    };
+    // The bench nacks explicitly (`Err(NackMessage)`), which has no redelivery delay: the same
+    // before and after failures got a backoff, so the figures compare.
+    let subscriber = crate::framework::subscriber(broker, topic, group, policy, args);
     let t = tally.clone();
     if let Some(io) = args.handler_sleep {
         // Stands in for an I/O call that fails or succeeds when it completes.

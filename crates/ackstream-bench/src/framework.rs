@@ -59,6 +59,28 @@ impl Progress {
     }
 }
 
+/// The subscriber every framework variant runs: from the earliest offset, with `policy` and the
+/// ordering and worker count of `args`, and a 6 s session.
+pub(crate) fn subscriber<B: Broker>(
+    broker: &B,
+    topic: &str,
+    group: &str,
+    policy: AckPolicy,
+    args: &Args,
+) -> ackstream::SubscriberBuilder<B::Backend> {
+    let subscriber = broker
+        .subscriber(topic)
+        .group_id(group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(policy)
+        .ordering(args.ordering)
+        .config("session.timeout.ms", "6000");
+    match args.concurrency {
+        Some(k) => subscriber.max_workers(k),
+        None => subscriber,
+    }
+}
+
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let partitions = partition_count(args)?;
     let policy: AckPolicy = args.policy.parse()?;
@@ -68,17 +90,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
     }
     let group = format!("bench-{}-{}", args.policy, std::process::id());
     let progress = Arc::new(Progress::new(args.count, partitions));
-    let subscriber = broker
-        .subscriber(&args.topic)
-        .group_id(&group)
-        .auto_offset_reset(OffsetReset::Earliest)
-        .ack_policy(policy)
-        .ordering(args.ordering)
-        .config("session.timeout.ms", "6000");
-    let subscriber = match args.concurrency {
-        Some(k) => subscriber.max_workers(k),
-        None => subscriber,
-    };
+    let subscriber = subscriber(&broker, &args.topic, &group, policy, args);
     let p = progress.clone();
     if let Some(io) = args.handler_sleep {
         // Stands in for an I/O call: counted when it completes.

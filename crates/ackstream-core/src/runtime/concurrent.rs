@@ -118,6 +118,17 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         self.ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || self.stop.is_cancelled()
     }
 
+    /// Offers a record read from the feed for delivery; gives it back if a retry must be
+    /// taken first.
+    fn read(&mut self, record: Record) -> Option<Record> {
+        match partition::deliver(&self.ctx, record, None) {
+            Offered::Take(msg) => self.fresh(msg),
+            Offered::Skip => {}
+            Offered::Later(record) => return Some(record),
+        }
+        None
+    }
+
     /// A record read from the feed and delivered to the tracker.
     fn fresh(&mut self, msg: KafkaMessage) {
         self.held += 1;
@@ -322,18 +333,14 @@ pub(super) async fn run<F, H, T>(
         // below ready every turn: take part in tokio's cooperative budget, so the runtime's
         // other tasks get their turn.
         turns = turns.wrapping_add(1);
-        if turns.is_multiple_of(8) {
+        if turns.is_multiple_of(partition::BUDGET_EVERY) {
             tokio::task::coop::consume_budget().await;
         }
         if ctx.retry_pending() {
             d.absorb();
         }
         if let Some(record) = held_back.take() {
-            match partition::deliver(&ctx, record, None) {
-                Offered::Take(msg) => d.fresh(msg),
-                Offered::Skip => {}
-                Offered::Later(record) => held_back = Some(record),
-            }
+            held_back = d.read(record);
             continue;
         }
         let room = d.needs_permit.is_empty() && d.held - d.sleeping.min(bound) < bound;
@@ -349,11 +356,7 @@ pub(super) async fn run<F, H, T>(
             }
             next = feed.next(), if room => {
                 let Some(record) = next else { break };
-                match partition::deliver(&ctx, record, None) {
-                    Offered::Take(msg) => d.fresh(msg),
-                    Offered::Skip => {}
-                    Offered::Later(record) => held_back = Some(record),
-                }
+                held_back = d.read(record);
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::state::StateMap;
 use crate::subscriber::SubscriberConfig;
 
 /// Records handled per unit of tokio's cooperative budget (128 units per turn).
-const BUDGET_EVERY: u32 = 8;
+pub(super) const BUDGET_EVERY: u32 = 8;
 
 pub(super) async fn run<F, H, T>(
     mut feed: F,
@@ -134,7 +134,7 @@ fn stopped(ctx: &PartitionContext, app: &Shutdown) -> bool {
 }
 
 /// Waits until a retry is due; `false` if stopped meanwhile (the record stays unfinished).
-pub(super) async fn wait_for(retry: &Retry, stop: &CancellationToken) -> bool {
+async fn wait_for(retry: &Retry, stop: &CancellationToken) -> bool {
     let Some(at) = retry.not_before else {
         return true;
     };
