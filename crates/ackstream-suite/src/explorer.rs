@@ -6,8 +6,9 @@
 //! each attempt of each record does (ack, nack with or without a delay, reject, interrupt, fail,
 //! panic), where each settle comes from (the handler's task, a spawned task, another OS thread;
 //! awaited by the handler or left to land later), and what happens to the membership (a second
-//! member joins, and maybe leaves again so the partitions come back to the first; or the first
-//! member shuts down at a random moment and a new one finishes the work). Some schedules are
+//! member joins, and maybe leaves again so the partitions come back to the first, or joins and
+//! leaves again and again while the first is busy; or the first member shuts down at a random
+//! moment and a new one finishes the work). Some schedules are
 //! nack storms (most first attempts nack), with long delays under key ordering when the
 //! membership changes, so revokes come while keys wait.
 //!
@@ -116,6 +117,10 @@ enum Membership {
     JoinLeave { after: usize, then: usize },
     /// The first member shuts down after `after` deliveries; a new one finishes.
     Restart { after: usize },
+    /// A second member joins and leaves `times` times, each step after `every` more
+    /// deliveries, so the first member's partitions are revoked and come back again and again
+    /// while it is busy.
+    Churn { every: usize, times: usize },
 }
 
 /// One schedule, drawn from a seed.
@@ -255,7 +260,7 @@ impl Schedule {
         let membership = if !membership_changes {
             Membership::Alone
         } else {
-            match rng.below(6) {
+            match rng.below(7) {
                 0 => Membership::Join {
                     after: rng.below(total as u64) as usize,
                 },
@@ -265,6 +270,10 @@ impl Schedule {
                 },
                 2 => Membership::Restart {
                     after: rng.below(total as u64) as usize,
+                },
+                3 => Membership::Churn {
+                    every: 1 + rng.below(1 + total as u64 / 4) as usize,
+                    times: 2 + rng.below(4) as usize,
                 },
                 _ => Membership::Alone,
             }
@@ -696,6 +705,18 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                     let first = apps.pop().expect("first member");
                     first.shutdown().await.expect("first member shuts down");
                     join(&mut apps);
+                }
+                Membership::Churn { every, times } => {
+                    let mut at = 0;
+                    for _ in 0..times {
+                        at += every;
+                        reached(at).await;
+                        join(&mut apps);
+                        at += every;
+                        reached(at).await;
+                        let second = apps.pop().expect("second member");
+                        second.shutdown().await.expect("second member shuts down");
+                    }
                 }
             }
             wait_until(log, done).await;
