@@ -17,6 +17,7 @@ mod macros;
 pub mod backend;
 mod backoff;
 mod broker;
+mod buffer;
 pub mod dead_letter;
 mod error;
 pub mod event;
@@ -37,6 +38,7 @@ pub mod tracker;
 
 pub use backoff::Backoff;
 pub use broker::{Broker, BrokerCore, Publish, Runnable};
+pub use buffer::BufferBudget;
 pub use error::{BackendError, BoxError, ConfigError, HandlerError};
 pub use handler::{Handler, HandlerFuture};
 pub use interrupt::{AckMessage, Disposition, NackAfter, NackMessage, RejectMessage};

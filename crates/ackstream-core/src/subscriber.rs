@@ -57,6 +57,9 @@ pub struct SubscriberConfig {
     pub ordering: Ordering,
     /// Where rejected records are published before they are committed past.
     pub dead_letter_topic: Option<String>,
+    /// What the subscriber may hold of records read ahead of its handler, over all its
+    /// partitions.
+    pub buffer: crate::BufferBudget,
     /// Backend settings passed through as given (for Kafka: librdkafka configuration).
     pub settings: Vec<(String, String)>,
     /// Whether the handler reads record headers; a backend may skip decoding them if not.
@@ -99,6 +102,7 @@ pub struct SubscriberBuilder<B: Backend> {
     max_workers: Option<usize>,
     ordering: Ordering,
     dead_letter_topic: Option<String>,
+    buffer: crate::BufferBudget,
     settings: Vec<(String, String)>,
 }
 
@@ -126,6 +130,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_workers: None,
             ordering: Ordering::Partition,
             dead_letter_topic: None,
+            buffer: crate::BufferBudget::default(),
             settings: Vec::new(),
         }
     }
@@ -192,6 +197,26 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// delay.
     pub fn retry_backoff(mut self, backoff: crate::Backoff) -> Self {
         self.retry_backoff = backoff;
+        self
+    }
+
+    /// What this subscriber may hold of records read ahead of its handler, over all the
+    /// partitions assigned to it, however many (default:
+    /// [`BufferBudget::default`](crate::BufferBudget), 64 MiB or 100,000 records). A slow
+    /// partition keeps a share of it; the others keep theirs.
+    ///
+    /// ```
+    /// # use ackstream_core::BufferBudget;
+    /// # fn f(broker: &impl ackstream_core::Broker) {
+    /// broker
+    ///     .subscriber("clicks")
+    ///     .group_id("sessions")
+    ///     .buffer(BufferBudget::new(16 * 1024 * 1024, 20_000))
+    ///     .handle(|body: String| async move {});
+    /// # }
+    /// ```
+    pub fn buffer(mut self, budget: crate::BufferBudget) -> Self {
+        self.buffer = budget;
         self
     }
 
@@ -341,6 +366,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_workers: self.max_workers,
             ordering: self.ordering,
             dead_letter_topic: self.dead_letter_topic.clone(),
+            buffer: self.buffer,
             settings: self.settings.clone(),
             reads_headers: true,
         })

@@ -16,10 +16,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::broker::Settings;
+use crate::budget::Budget;
 use crate::feed::KafkaFeed;
 use crate::inbox::Inbox;
 use crate::offsets::KafkaOffsets;
-use crate::poller::{Poller, Source, Wakeup};
+use crate::poller::{Poller, Wakeup};
 
 pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
 
@@ -47,8 +48,8 @@ pub(crate) struct DriverContext {
     events: Mutex<Option<EventSender>>,
     me: OnceLock<Weak<RdConsumer>>,
     inboxes: Mutex<HashMap<TopicPartition, Arc<Inbox>>>,
-    /// Partitions assigned since the poll thread last looked.
-    new_sources: Mutex<Vec<Source>>,
+    /// What the inboxes may hold together.
+    budget: Arc<Budget>,
     wakeup: Arc<Wakeup>,
     /// Set once a fatal error was reported.
     failed: AtomicBool,
@@ -135,8 +136,7 @@ impl DriverContext {
         true
     }
 
-    /// Splits each new partition into its own queue (before librdkafka fetches it) with an
-    /// inbox, and hands their feeds to the runtime.
+    /// Opens an inbox for each new partition and hands their feeds to the runtime.
     fn assigned(&self, tpl: &TopicPartitionList) {
         let tps = partitions(tpl);
         let carried = self.carried(&tps);
@@ -187,39 +187,49 @@ impl DriverContext {
         tps: Vec<TopicPartition>,
         mut carried: HashMap<TopicPartition, Vec<(i64, u32)>>,
     ) -> Vec<KafkaFeed> {
-        let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
-            return Vec::new();
-        };
         let mut inboxes = lock(&self.inboxes);
-        let mut sources = lock(&self.new_sources);
         let mut feeds = Vec::with_capacity(tps.len());
+        let mut replaced = Vec::new();
         for tp in tps {
-            let Some(mut queue) = consumer.split_partition_queue(&tp.topic, tp.partition) else {
-                tracing::error!(%tp, "cannot split the partition's queue; not consuming it");
-                continue;
-            };
-            let wakeup = self.wakeup.clone();
-            queue.set_nonempty_callback(move || wakeup.wake());
-            let inbox = Arc::new(Inbox::new(tp.clone()));
+            let inbox = Arc::new(Inbox::new(tp.clone(), self.budget.clone()));
             let attempts = carried.remove(&tp).unwrap_or_default();
             if let Some(old) = inboxes.insert(tp, inbox.clone()) {
                 old.close();
+                replaced.push(old);
             }
-            sources.push(Source::new(inbox.clone(), queue));
             feeds.push(KafkaFeed::new(inbox, self.wakeup.clone()).with_carried(attempts));
         }
-        drop(sources);
+        drop(inboxes);
+        self.unpause(&replaced);
         self.wakeup.wake();
         feeds
+    }
+
+    /// The open inbox of a partition, if it is assigned.
+    pub(crate) fn inbox(&self, tp: &TopicPartition) -> Option<Arc<Inbox>> {
+        lock(&self.inboxes).get(tp).cloned()
+    }
+
+    /// Resumes the partitions of ended assignments that the poll thread had paused at the
+    /// budget's limit: librdkafka keeps an application's pause across assignments, so left
+    /// paused, a partition assigned again would never be fetched.
+    fn unpause(&self, ended: &[Arc<Inbox>]) {
+        let Some(consumer) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        for inbox in ended {
+            if inbox
+                .paused
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
+            {
+                crate::poller::pause(&consumer, &inbox.tp, false);
+            }
+        }
     }
 
     /// How many main-queue events the callbacks have served so far.
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn take_new_sources(&self) -> Vec<Source> {
-        std::mem::take(&mut *lock(&self.new_sources))
     }
 
     /// Blocks the rebalance until the runtime has drained the partitions and committed; or,
@@ -240,11 +250,15 @@ impl DriverContext {
             }
         }
         let mut inboxes = lock(&self.inboxes);
+        let mut ended = Vec::new();
         for tp in &tps {
             if let Some(inbox) = inboxes.remove(tp) {
                 inbox.close();
+                ended.push(inbox);
             }
         }
+        drop(inboxes);
+        self.unpause(&ended);
     }
 }
 
@@ -281,6 +295,7 @@ impl KafkaConsumer {
         let given = settings.extra.iter().chain(&config.settings);
         overrides.extend(crate::prefetch::defaults_unless_given(
             given.map(|(k, _)| k.as_str()),
+            config.buffer,
         ));
         overrides.extend(config.settings.iter().cloned());
         // Last, so nothing given overrides them (a subscriber that commits is refused at
@@ -300,7 +315,7 @@ impl KafkaConsumer {
             events: Mutex::new(Some(tx.clone())),
             me: OnceLock::new(),
             inboxes: Mutex::new(HashMap::new()),
-            new_sources: Mutex::new(Vec::new()),
+            budget: Arc::new(Budget::new(crate::prefetch::inbox_part(config.buffer))),
             wakeup: wakeup.clone(),
             failed: AtomicBool::new(false),
             served: AtomicU64::new(0),

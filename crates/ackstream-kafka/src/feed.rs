@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ackstream_core::backend::PartitionFeed;
 use ackstream_core::{BackendError, Record, TopicPartition};
 
-use crate::inbox::{INBOX_MAX, Inbox};
+use crate::inbox::Inbox;
 use crate::poller::Wakeup;
 
 /// The records of one assigned partition.
@@ -47,18 +47,12 @@ impl KafkaFeed {
 
     /// Takes everything in the inbox; `false` if it is empty.
     fn take(&mut self) -> Result<bool, ()> {
-        let mut state = self.inbox.state();
-        if state.records.is_empty() {
-            return if state.closed { Err(()) } else { Ok(false) };
-        }
-        let was_full = state.records.len() >= INBOX_MAX;
-        std::mem::swap(&mut state.records, &mut self.taken);
-        drop(state);
-        if was_full {
-            // The poll thread skips a full inbox: tell it there is room again.
+        let took = self.inbox.take(&mut self.taken)?;
+        if self.inbox.paused.load(std::sync::atomic::Ordering::Acquire) {
+            // The partition waits for room: tell the poll thread there may be some now.
             self.wakeup.wake();
         }
-        Ok(true)
+        Ok(took)
     }
 }
 
@@ -102,6 +96,8 @@ impl PartitionFeed for KafkaFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::Budget;
+    use ackstream_core::BufferBudget;
     use futures_util::FutureExt;
 
     fn record(offset: i64) -> Record {
@@ -117,7 +113,12 @@ mod tests {
     }
 
     fn feed() -> (KafkaFeed, Arc<Inbox>, Arc<Wakeup>) {
-        let inbox = Arc::new(Inbox::new(TopicPartition::new("t", 0)));
+        feed_with(BufferBudget::default())
+    }
+
+    fn feed_with(budget: BufferBudget) -> (KafkaFeed, Arc<Inbox>, Arc<Wakeup>) {
+        let budget = Arc::new(Budget::new(budget));
+        let inbox = Arc::new(Inbox::new(TopicPartition::new("t", 0), budget));
         let wakeup = Arc::new(Wakeup::default());
         (KafkaFeed::new(inbox.clone(), wakeup.clone()), inbox, wakeup)
     }
@@ -139,18 +140,33 @@ mod tests {
     }
 
     #[test]
-    fn a_full_inbox_has_no_room_until_the_feed_takes_it() {
-        let (mut feed, inbox, _) = feed();
-        assert_eq!(inbox.room(), INBOX_MAX);
-        let mut batch: Vec<Record> = (0..INBOX_MAX as i64).map(record).collect();
-        inbox.hand_over(&mut batch);
+    fn records_beyond_the_budget_are_refused_until_the_feed_has_returned_what_it_took() {
+        // One partition, 10 records: it may hold them all (its share is 5, 5 more are lent).
+        let (mut feed, inbox, _) = feed_with(BufferBudget::new(usize::MAX, 10));
+        let mut batch: Vec<Record> = (0..12).map(record).collect();
         assert_eq!(
-            inbox.room(),
-            0,
-            "the poll thread leaves the partition in librdkafka"
+            inbox.hand_over(&mut batch),
+            Some(10),
+            "the first refused record"
+        );
+        assert_eq!(
+            batch.len(),
+            2,
+            "the refused records stay with the poll thread"
         );
         assert_eq!(next_now(&mut feed), Some(Some(0)));
-        assert_eq!(inbox.room(), INBOX_MAX);
+        let mut more = vec![record(10)];
+        assert_eq!(
+            inbox.hand_over(&mut more),
+            Some(10),
+            "what the feed took still counts while it returns it"
+        );
+        for o in 1..10 {
+            assert_eq!(next_now(&mut feed), Some(Some(o)));
+        }
+        assert_eq!(next_now(&mut feed), None, "all returned: released");
+        assert_eq!(inbox.hand_over(&mut more), None);
+        assert_eq!(next_now(&mut feed), Some(Some(10)));
     }
 
     #[test]
@@ -161,11 +177,6 @@ mod tests {
         assert_eq!(next_now(&mut feed), Some(Some(5)));
         feed.seek(5).unwrap();
         assert_eq!(wakeup.take_seeks().len(), 1);
-        assert_eq!(
-            inbox.room(),
-            0,
-            "nothing is popped while the seek is pending"
-        );
         // Popped before the seek was done: dropped.
         let mut stale = vec![record(8)];
         inbox.hand_over(&mut stale);

@@ -1,30 +1,43 @@
 //! The hand-over between the poll thread and one partition's feed.
 //!
-//! The poll thread pops the partition's records from librdkafka and appends them, in batches,
-//! to its inbox; the partition's feed takes the whole inbox at once. An inbox holds at most
-//! [`INBOX_MAX`] records: while it is full the poll thread leaves the partition's records in
-//! librdkafka's queue, whose own limits (`queued.min.messages`, `queued.max.messages.kbytes`)
-//! then stop the fetching. So a slow partition holds a bounded number of records and never
-//! holds up the others.
+//! The poll thread pops records from librdkafka and appends them, a run of one partition at a
+//! time, to the partition's inbox; the partition's feed takes the whole inbox at once. What an
+//! inbox and its feed hold counts against the consumer's [`Budget`]: a record the budget does
+//! not admit is refused, and the poll thread gives it back to librdkafka (pause and seek).
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ackstream_core::{Record, TopicPartition};
 use tokio::sync::Notify;
 
-/// Records an inbox holds at most.
-pub(crate) const INBOX_MAX: usize = 4 * 1024;
+use crate::budget::{Budget, Held};
 
 #[derive(Debug, Default)]
 pub(crate) struct InboxState {
     pub(crate) records: VecDeque<Record>,
+    /// What `records` holds.
+    queued: Held,
+    /// What the feed took last and may still hold: released at its next take (by then it has
+    /// returned all of it) or when the inbox closes.
+    lent: Held,
     /// A seek the feed asked for and the poll thread has not done yet. Until it is done, the
     /// poll thread hands nothing over for this partition: what it would pop was fetched from
     /// before the seek.
     pub(crate) seek: Option<i64>,
     /// The partition was revoked (or the consumer closed): nothing more arrives.
     pub(crate) closed: bool,
+}
+
+impl InboxState {
+    /// What the inbox and its feed hold.
+    pub(crate) fn held(&self) -> Held {
+        Held {
+            bytes: self.queued.bytes + self.lent.bytes,
+            records: self.queued.records + self.lent.records,
+        }
+    }
 }
 
 /// One assigned partition's inbox.
@@ -34,14 +47,23 @@ pub(crate) struct Inbox {
     state: Mutex<InboxState>,
     /// Wakes the feed after records arrive (or the inbox closes).
     pub(crate) arrived: Notify,
+    /// The consumer's budget, which this inbox's records count against.
+    budget: Arc<Budget>,
+    /// The poll thread paused the partition at the budget's limit: the feed wakes the poll
+    /// thread when it takes records, so it can resume the partition.
+    pub(crate) paused: AtomicBool,
 }
 
 impl Inbox {
-    pub(crate) fn new(tp: TopicPartition) -> Self {
+    /// An inbox for a newly assigned partition, counted in `budget`'s shares until it closes.
+    pub(crate) fn new(tp: TopicPartition, budget: Arc<Budget>) -> Self {
+        budget.partition_assigned();
         Self {
             tp,
             state: Mutex::new(InboxState::default()),
             arrived: Notify::new(),
+            budget,
+            paused: AtomicBool::new(false),
         }
     }
 
@@ -49,32 +71,88 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many records the poll thread may pop for this inbox now.
-    pub(crate) fn room(&self) -> usize {
-        let state = self.state();
+    /// Appends the records of `batch` the budget admits (all of them are dropped if a seek
+    /// was asked for since, or the inbox closed); returns the first refused record's offset,
+    /// the records from there on staying in `batch`.
+    pub(crate) fn hand_over(&self, batch: &mut Vec<Record>) -> Option<i64> {
+        let mut state = self.state();
         if state.seek.is_some() || state.closed {
-            0
-        } else {
-            INBOX_MAX.saturating_sub(state.records.len())
+            batch.clear();
+            return None;
         }
+        let n = self.budget.admit(state.held(), batch);
+        let refused = batch.get(n).map(|r| r.offset);
+        let mut taken = Held::default();
+        for record in batch.drain(..n) {
+            let size = Held::of(&record);
+            taken.bytes += size.bytes;
+            taken.records += 1;
+            state.records.push_back(record);
+        }
+        state.queued.bytes += taken.bytes;
+        state.queued.records += taken.records;
+        self.budget.hold(taken);
+        drop(state);
+        if n > 0 {
+            self.arrived.notify_one();
+        }
+        refused
     }
 
-    /// Appends records popped by the poll thread (dropping them if a seek was asked for since,
-    /// or the inbox closed).
-    pub(crate) fn hand_over(&self, batch: &mut Vec<Record>) {
+    /// Appends every record of `batch`, over the budget if need be (when a refused record
+    /// cannot be given back to librdkafka, keeping it is the only way not to skip it).
+    pub(crate) fn hand_over_all(&self, batch: &mut Vec<Record>) {
         let mut state = self.state();
         if state.seek.is_some() || state.closed {
             batch.clear();
             return;
         }
-        state.records.extend(batch.drain(..));
+        let mut taken = Held::default();
+        for record in batch.drain(..) {
+            taken.bytes += Held::of(&record).bytes;
+            taken.records += 1;
+            state.records.push_back(record);
+        }
+        state.queued.bytes += taken.bytes;
+        state.queued.records += taken.records;
+        self.budget.hold(taken);
         drop(state);
         self.arrived.notify_one();
     }
 
+    /// Hands the feed everything queued (into `into`, which must be empty: the feed has
+    /// returned what it took the time before, which is released); `Err` once the inbox is
+    /// closed and empty.
+    pub(crate) fn take(&self, into: &mut VecDeque<Record>) -> Result<bool, ()> {
+        let mut state = self.state();
+        // The feed has returned everything it took before: that is no longer held.
+        let returned = std::mem::take(&mut state.lent);
+        if !state.closed {
+            self.budget.release(returned);
+        }
+        if state.records.is_empty() {
+            return if state.closed { Err(()) } else { Ok(false) };
+        }
+        state.lent = std::mem::take(&mut state.queued);
+        std::mem::swap(&mut state.records, into);
+        Ok(true)
+    }
+
     /// Closes the inbox: the feed ends once it has taken what is left.
     pub(crate) fn close(&self) {
-        self.state().closed = true;
+        let mut state = self.state();
+        if !state.closed {
+            state.closed = true;
+            self.budget.release(state.held());
+            self.budget.partition_released();
+        }
+        drop(state);
         self.arrived.notify_one();
+    }
+
+    /// Whether the poll thread may fetch this paused partition again.
+    pub(crate) fn resumable(&self) -> bool {
+        let state = self.state();
+        state.closed || self.budget.resumable(state.held())
     }
 }

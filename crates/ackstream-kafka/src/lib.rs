@@ -54,6 +54,7 @@
 
 mod admin;
 mod broker;
+mod budget;
 mod consumer;
 mod feed;
 mod inbox;

@@ -1,19 +1,26 @@
 //! The poll thread: the one reader of a librdkafka consumer.
 //!
 //! librdkafka's consumer is built to be polled from one thread (each poll updates
-//! consumer-wide state under a lock), so one thread pops every record. Each assigned partition
-//! has its own librdkafka queue; the thread takes turns over them, pops a batch from each whose
-//! [`Inbox`] has room, copies the records out and hands them over. The partitions' handlers run
-//! on the async runtime. A partition whose inbox is full is skipped, so its records stay in
-//! librdkafka's queue, and librdkafka stops fetching it once that queue reaches its limits.
+//! consumer-wide state under a lock), so one thread pops every record, from the consumer's one
+//! queue, which also carries logs, statistics, rebalances, commit results and errors (served
+//! by their callbacks as they come). Since all partitions share that queue, librdkafka's
+//! prefetch limits bound the whole consumer, however many partitions it has, and a turn costs
+//! the same with 4 partitions or 1,024: it pops what arrived, whichever partitions it is for.
 //!
-//! The same thread serves librdkafka's main queue (logs, statistics, rebalances, commit
-//! results, errors), drained every turn up to a bound, and the feeds' seeks (a nack's rewind).
-//! Doing a seek here, between two pops, makes it exact: every record popped before it is
-//! dropped, every record popped after it comes from the new position. A seek belongs to the
-//! assignment it was asked in: once that ends, it is dropped, not retried. A fatal error seen
-//! here ends the subscriber.
+//! The thread copies each record out and hands it to its partition's [`Inbox`], a run of one
+//! partition at a time; the partitions' handlers run on the async runtime. What the inboxes
+//! hold stays within the consumer's [`Budget`](crate::budget::Budget): a record a partition may
+//! not take now is given back (the partition is paused and sought back to it, so librdkafka
+//! drops what it prefetched of it and fetches nothing more of it) and the partition resumes
+//! once it has drained. So a slow partition holds its part of the budget and never stops the
+//! others.
+//!
+//! The same thread does the feeds' seeks. Doing a seek here, between two pops, makes it exact:
+//! every record popped before it is dropped, every record popped after it comes from the new
+//! position. A seek belongs to the assignment it was asked in: once that ends, it is dropped,
+//! not retried. A fatal error seen here ends the subscriber.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -21,22 +28,19 @@ use std::time::{Duration, Instant};
 
 use ackstream_core::{Header, Record, TopicPartition};
 use bytes::{Bytes, BytesMut};
-use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::consumer::{DriverContext, RdConsumer};
+use crate::consumer::RdConsumer;
 use crate::inbox::Inbox;
 
-/// Records popped from one partition per turn.
-const BATCH: usize = 256;
+/// Queue entries (records and events) served per turn at most, so seeks and resumes get their
+/// turn during a flood.
+const TURN_MAX: usize = 2048;
 /// How long the thread sleeps when nothing arrives and nobody wakes it: a safety net, since
-/// librdkafka's queues and the feeds wake it.
+/// librdkafka's queue and the feeds wake it.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
-/// Main-queue events served per turn at most, so a flood of them (a log burst) still leaves
-/// the partitions their turn.
-const MAIN_QUEUE_MAX: usize = 512;
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
 const SEEK_RETRY: Duration = Duration::from_millis(50);
 
@@ -81,31 +85,19 @@ impl Wakeup {
     }
 }
 
-/// An assigned partition: its librdkafka queue and its inbox.
-pub(crate) struct Source {
-    pub(crate) inbox: Arc<Inbox>,
-    pub(crate) queue: PartitionQueue<DriverContext>,
-    /// A record of this partition turned up on the main queue: rewind to it before popping.
-    resync: Option<i64>,
-}
-
-impl Source {
-    pub(crate) fn new(inbox: Arc<Inbox>, queue: PartitionQueue<DriverContext>) -> Self {
-        Self {
-            inbox,
-            queue,
-            resync: None,
-        }
-    }
-}
-
 pub(crate) struct Poller {
     consumer: Arc<RdConsumer>,
     wakeup: Arc<Wakeup>,
     stop: Arc<AtomicBool>,
-    sources: Vec<Source>,
-    chunks: BytesMut,
+    /// The inboxes records were routed to, by topic and partition (the consumer's context
+    /// holds the current ones; this is the poll thread's copy).
+    routes: HashMap<String, Vec<Option<Arc<Inbox>>>>,
+    /// The run being collected: records of one partition, popped in a row.
+    run: Option<Arc<Inbox>>,
     batch: Vec<Record>,
+    chunks: BytesMut,
+    /// Partitions paused at the budget's limit, to resume once drained.
+    paused: Vec<Arc<Inbox>>,
     /// Seeks that failed, with when to try again.
     retry: Vec<(Instant, Arc<Inbox>)>,
     /// Whether the handler reads headers; decoding them is skipped if not.
@@ -123,9 +115,11 @@ impl Poller {
             consumer,
             wakeup,
             stop,
-            sources: Vec::new(),
+            routes: HashMap::new(),
+            run: None,
+            batch: Vec::new(),
             chunks: BytesMut::new(),
-            batch: Vec::with_capacity(BATCH),
+            paused: Vec::new(),
             retry: Vec::new(),
             headers,
         }
@@ -141,103 +135,133 @@ impl Poller {
         }
     }
 
-    /// One turn over the main queue and every partition; `true` if records moved.
+    /// One turn: seeks, what the queue holds (up to a bound), resumes; `true` if anything
+    /// was served (so the thread does not sleep with more waiting).
     fn turn(&mut self) -> bool {
-        let mut moved = self.serve_main_queue();
-        self.sources
-            .extend(self.consumer.context().take_new_sources());
-        self.sources.retain(|s| !s.inbox.state().closed);
         self.serve_seeks();
-        for i in 0..self.sources.len() {
-            moved |= self.pop(i);
-        }
-        moved
+        let busy = self.serve_queue();
+        self.resume_drained();
+        busy
     }
 
-    /// Drains the main queue (logs, statistics, rebalances, commit results, errors), up to
-    /// [`MAIN_QUEUE_MAX`] events; `true` if a record turned up or the bound was reached (so
-    /// the thread does not sleep with events waiting).
-    fn serve_main_queue(&mut self) -> bool {
+    /// Pops records and serves events until the queue is empty or [`TURN_MAX`] entries were
+    /// served; `true` if any was.
+    fn serve_queue(&mut self) -> bool {
         let consumer = self.consumer.clone();
         let mut busy = false;
-        for _ in 0..MAIN_QUEUE_MAX {
+        for _ in 0..TURN_MAX {
             let served = consumer.context().served();
-            match self.serve_main_event(&consumer) {
-                Some(moved) => busy |= moved,
-                // Nothing returned, and no callback ran: the queue is empty. (An event that no
-                // callback counts ends the drain early; the next turn goes on.)
-                None if consumer.context().served() == served => return busy,
-                None => {}
-            }
-        }
-        true
-    }
-
-    /// Serves one main-queue event: `None` if none was returned (empty, or served by a
-    /// callback), else whether records moved. A record found there belongs to a partition
-    /// whose queue was split too late: rewind that partition to it.
-    fn serve_main_event(&mut self, consumer: &Arc<RdConsumer>) -> Option<bool> {
-        match consumer.poll(Duration::ZERO) {
-            Some(Ok(m)) => {
-                let (partition, offset) = (m.partition(), m.offset());
-                // Only an open assignment's source: a record of an ended one is dropped with it.
-                match self.sources.iter_mut().find(|s| {
-                    s.inbox.tp.partition == partition
-                        && *s.inbox.tp.topic == *m.topic()
-                        && !s.inbox.state().closed
-                }) {
-                    Some(source) => {
-                        source.resync = Some(source.resync.map_or(offset, |o| o.min(offset)));
-                    }
-                    None => tracing::debug!(
-                        topic = m.topic(),
-                        partition,
-                        offset,
-                        "record for an unassigned partition dropped"
-                    ),
-                }
-                Some(true)
-            }
-            Some(Err(e)) => {
-                if !consumer.context().check_fatal(consumer) {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => self.collect(&m),
+                Some(Err(e)) if !consumer.context().check_fatal(&consumer) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
                 }
-                Some(false)
+                Some(Err(_)) => {}
+                // Nothing returned, and no callback ran: the queue is empty.
+                None if consumer.context().served() == served => break,
+                None => {}
             }
-            None => None,
+            busy = true;
+        }
+        self.hand_over_run();
+        busy
+    }
+
+    /// Adds a record to the run, first handing the run over if it is another partition's.
+    fn collect(&mut self, m: &BorrowedMessage<'_>) {
+        let same = self.run.as_ref().is_some_and(|inbox| {
+            inbox.tp.partition == m.partition() && *inbox.tp.topic == *m.topic()
+        });
+        if !same {
+            self.hand_over_run();
+            self.run = self.route(m.topic(), m.partition());
+            if self.run.is_none() {
+                tracing::debug!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "record for an unassigned partition dropped"
+                );
+                return;
+            }
+        }
+        let tp = &self.run.as_ref().expect("a run").tp;
+        self.batch
+            .push(record(tp, &mut self.chunks, m, self.headers));
+    }
+
+    /// The open inbox of a partition, from the copy or else from the consumer's context (a
+    /// partition assigned since, or assigned again).
+    fn route(&mut self, topic: &str, partition: i32) -> Option<Arc<Inbox>> {
+        let index = usize::try_from(partition).ok()?;
+        let cached = self
+            .routes
+            .get(topic)
+            .and_then(|by_partition| by_partition.get(index))
+            .and_then(Option::as_ref)
+            .filter(|inbox| !inbox.state().closed);
+        if let Some(inbox) = cached {
+            return Some(inbox.clone());
+        }
+        let inbox = self
+            .consumer
+            .context()
+            .inbox(&TopicPartition::new(topic, partition))?;
+        let by_partition = self.routes.entry(topic.to_owned()).or_default();
+        if by_partition.len() <= index {
+            by_partition.resize(index + 1, None);
+        }
+        by_partition[index] = Some(inbox.clone());
+        Some(inbox)
+    }
+
+    /// Hands the run to its inbox; what the budget refuses is given back to librdkafka.
+    fn hand_over_run(&mut self) {
+        let Some(inbox) = self.run.take() else {
+            return;
+        };
+        if let Some(offset) = inbox.hand_over(&mut self.batch) {
+            self.give_back(&inbox, offset);
+        }
+        self.batch.clear();
+    }
+
+    /// Pauses the partition and seeks it back to `offset`, its first refused record (still
+    /// in the batch), so librdkafka drops what it prefetched of it and fetches it again only
+    /// once resumed. If librdkafka refuses, the records are kept over the budget instead: a
+    /// record popped and dropped without a seek would be skipped.
+    fn give_back(&mut self, inbox: &Arc<Inbox>, offset: i64) {
+        let newly = !inbox.paused.swap(true, Ordering::AcqRel);
+        if newly && !pause(&self.consumer, &inbox.tp, true) {
+            inbox.paused.store(false, Ordering::Release);
+            inbox.hand_over_all(&mut self.batch);
+            return;
+        }
+        if newly {
+            self.paused.push(inbox.clone());
+        }
+        if !seek(&self.consumer, &inbox.tp, offset) {
+            inbox.hand_over_all(&mut self.batch);
         }
     }
 
-    /// Pops up to a batch of one partition's records into its inbox; `true` if any.
-    fn pop(&mut self, i: usize) -> bool {
-        let source = &mut self.sources[i];
-        if let Some(offset) = source.resync.take()
-            && !seek(&self.consumer, &source.inbox.tp, offset)
-        {
-            source.resync = Some(offset);
-            return false;
+    /// Resumes the paused partitions that have drained (and forgets the closed ones: their
+    /// assignment's end resumed them, see the consumer's `revoked`).
+    fn resume_drained(&mut self) {
+        if self.paused.is_empty() {
+            return;
         }
-        let room = source.inbox.room().min(BATCH);
-        while self.batch.len() < room {
-            match source.queue.poll(Duration::ZERO) {
-                Some(Ok(m)) => {
-                    self.batch
-                        .push(record(&source.inbox.tp, &mut self.chunks, &m, self.headers));
-                }
-                Some(Err(e)) => {
-                    if !self.consumer.context().check_fatal(&self.consumer) {
-                        let tp = &source.inbox.tp;
-                        tracing::warn!(%tp, error = %e, "consume error");
-                    }
-                }
-                None => break,
+        let consumer = self.consumer.clone();
+        self.paused.retain(|inbox| {
+            if !inbox.resumable() {
+                return true;
             }
-        }
-        if self.batch.is_empty() {
-            return false;
-        }
-        source.inbox.hand_over(&mut self.batch);
-        true
+            if !inbox.state().closed && !pause(&consumer, &inbox.tp, false) {
+                return true;
+            }
+            inbox.paused.store(false, Ordering::Release);
+            false
+        });
     }
 
     /// Does the seeks the feeds asked for, and retries those librdkafka refused, as long as
@@ -274,6 +298,24 @@ impl Poller {
             if state.seek == Some(offset) {
                 state.seek = None;
             }
+        }
+    }
+}
+
+/// Pauses (`true`) or resumes fetching a partition; `false` (logged) if librdkafka refused.
+pub(crate) fn pause(consumer: &RdConsumer, tp: &TopicPartition, pause: bool) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.topic, tp.partition);
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(%tp, pause, error = %e, "pause or resume failed");
+            false
         }
     }
 }

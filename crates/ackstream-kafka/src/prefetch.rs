@@ -1,34 +1,28 @@
 //! The librdkafka fetch settings ackstream chooses differently, and why.
 //!
-//! Mostly prefetch bounds (below); also how long a fetch may wait, which decides how soon a
-//! nacked partition is read again.
-//!
-//! ackstream reads each assigned partition from its own queue (so one slow partition cannot
-//! stall the others). librdkafka applies its prefetch limits to each *queue*: with the high-level
-//! consumer's single queue they bound the whole consumer, with one queue per partition they bound
-//! every partition. Left at librdkafka's defaults (100,000 records or 64 MB per queue), a
-//! consumer of a backlog with a slow handler would hold that much for *each* partition, and its
-//! memory would grow with the partition count and the backlog. These defaults keep the prefetch
-//! at a few seconds of a slow handler's work per partition. A setting given with `.config(..)`,
-//! on the broker or the subscriber, always wins.
+//! ackstream reads every partition from the consumer's one queue, so librdkafka's prefetch
+//! limits (`queued.min.messages`, `queued.max.messages.kbytes`) bound the whole consumer, not
+//! each partition. They are derived from the subscriber's
+//! [`BufferBudget`](ackstream_core::BufferBudget): librdkafka's queue gets a quarter of it
+//! ([`LIBRDKAFKA_PART`]), ackstream's inboxes the rest (see [`budget`](crate::budget)). The
+//! poll thread empties librdkafka's queue as it fills, so most of what is read ahead waits in
+//! the inboxes, where each partition's part is kept. The other settings decide how big a fetch
+//! is and how long it may wait. A setting given with `.config(..)`, on the broker or the
+//! subscriber, always wins.
+
+use ackstream_core::BufferBudget;
+
+/// librdkafka's queue holds at most this part (1 in N) of the budget; one fetch response
+/// (`fetch.max.bytes`) may land on top of it.
+pub(crate) const LIBRDKAFKA_PART: usize = 4;
 
 /// `(key, value, why)` for every setting ackstream changes from librdkafka's default.
 pub(crate) const DEFAULTS: &[(&str, &str, &str)] = &[
     (
-        "queued.min.messages",
-        "10000",
-        "records prefetched per partition before fetching it pauses (librdkafka: 100000)",
-    ),
-    (
-        "queued.max.messages.kbytes",
-        "16384",
-        "kilobytes prefetched per partition before fetching it pauses (librdkafka: 65536)",
-    ),
-    (
         "fetch.max.bytes",
         "1048576",
-        "bytes per fetch response; a response lands in one partition queue at once, \
-         whatever the queue limits (librdkafka: 52428800)",
+        "bytes per fetch response; a response lands in the queue at once, whatever its \
+         limits, and tansu fills it from one partition (librdkafka: 52428800)",
     ),
     (
         "fetch.wait.max.ms",
@@ -40,19 +34,46 @@ pub(crate) const DEFAULTS: &[(&str, &str, &str)] = &[
     (
         "fetch.queue.backoff.ms",
         "10",
-        "how long a partition whose queue is full waits before fetching is reconsidered; with \
-         librdkafka's 1000 a fast handler would drain the smaller queues and then idle",
+        "how long a full queue waits before fetching is reconsidered; with librdkafka's 1000 \
+         a fast handler would drain the queue and then idle",
     ),
 ];
 
-/// The default settings none of `given` names, to be applied before them.
+/// librdkafka's queue limits for `budget`: its part of it.
+pub(crate) fn queue_limits(budget: BufferBudget) -> [(&'static str, String); 2] {
+    [
+        (
+            "queued.min.messages",
+            (budget.records() / LIBRDKAFKA_PART).max(1).to_string(),
+        ),
+        (
+            "queued.max.messages.kbytes",
+            (budget.bytes() / LIBRDKAFKA_PART / 1024).max(1).to_string(),
+        ),
+    ]
+}
+
+/// What is left of `budget` for ackstream's inboxes.
+pub(crate) fn inbox_part(budget: BufferBudget) -> BufferBudget {
+    let keep = |n: usize| n - n / LIBRDKAFKA_PART;
+    BufferBudget::new(keep(budget.bytes()), keep(budget.records()))
+}
+
+/// The default settings none of `given` names, to be applied before them: the fixed ones
+/// and `budget`'s queue limits.
 pub(crate) fn defaults_unless_given<'a>(
     given: impl Iterator<Item = &'a str> + Clone,
+    budget: BufferBudget,
 ) -> impl Iterator<Item = (String, String)> {
-    DEFAULTS
+    let fixed = DEFAULTS
         .iter()
-        .filter(move |(key, _, _)| !given.clone().any(|g| g == *key))
-        .map(|(key, value, _)| ((*key).to_owned(), (*value).to_owned()))
+        .map(|(key, value, _)| (*key, (*value).to_owned()));
+    fixed
+        .chain(queue_limits(budget))
+        .filter(move |(key, _)| !given.clone().any(|g| g == *key))
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 #[cfg(test)]
@@ -62,16 +83,30 @@ mod tests {
     #[test]
     fn a_setting_the_user_gives_replaces_the_default() {
         let given = ["queued.min.messages", "client.id"];
-        let applied: Vec<_> = defaults_unless_given(given.iter().copied()).collect();
+        let applied: Vec<_> =
+            defaults_unless_given(given.iter().copied(), BufferBudget::default()).collect();
         assert!(applied.iter().all(|(k, _)| k != "queued.min.messages"));
-        assert_eq!(applied.len(), DEFAULTS.len() - 1);
+        assert_eq!(applied.len(), DEFAULTS.len() + 1);
+    }
+
+    #[test]
+    fn librdkafka_gets_a_quarter_of_the_budget_and_the_inboxes_the_rest() {
+        let budget = BufferBudget::new(64 * 1024 * 1024, 100_000);
+        let limits = queue_limits(budget);
+        assert_eq!(limits[0], ("queued.min.messages", "25000".to_owned()));
+        assert_eq!(
+            limits[1],
+            ("queued.max.messages.kbytes", "16384".to_owned())
+        );
+        let rest = inbox_part(budget);
+        assert_eq!((rest.bytes(), rest.records()), (48 * 1024 * 1024, 75_000));
     }
 
     #[test]
     fn every_default_is_a_valid_librdkafka_setting() {
         let mut config = rdkafka::ClientConfig::new();
         config.set("group.id", "g");
-        for (k, v) in defaults_unless_given(std::iter::empty()) {
+        for (k, v) in defaults_unless_given(std::iter::empty(), BufferBudget::new(1, 1)) {
             config.set(k, v);
         }
         let consumer: Result<rdkafka::consumer::BaseConsumer, _> = config.create();

@@ -16,6 +16,7 @@ pub mod explorer;
 mod fixture;
 pub mod policies;
 pub mod races;
+pub mod read_ahead;
 mod recorder;
 pub mod scenarios;
 
@@ -74,6 +75,9 @@ macro_rules! behaviour_suite {
             one_at_a_time_a_retry_waits_behind_an_earlier_retry_nacked_again,
             a_nack_without_delay_lets_other_tasks_run,
             a_nack_delay_too_large_for_the_clock_is_capped,
+        );
+        $crate::__module_tests!([$(#[$attr])*] $fixture, read_ahead,
+            under_a_tiny_read_ahead_budget_every_record_is_handled_once_in_order,
         );
     };
 }

@@ -67,11 +67,12 @@ mod app;
 pub mod testing;
 
 pub use ackstream_core::{
-    AckMessage, AckPolicy, BackendError, Backoff, BoxError, Broker, BrokerCore, ConfigError,
-    DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header, Headers, IntoOutcome,
-    KafkaMessage, NackAfter, NackMessage, OffsetReset, Ordering, Outcome, OutgoingRecord, Publish,
-    Record, RecordPosition, RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder,
-    SubscriberConfig, TopicPartition, backend, dead_letter, event, extract, tracker,
+    AckMessage, AckPolicy, BackendError, Backoff, BoxError, Broker, BrokerCore, BufferBudget,
+    ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header, Headers,
+    IntoOutcome, KafkaMessage, NackAfter, NackMessage, OffsetReset, Ordering, Outcome,
+    OutgoingRecord, Publish, Record, RecordPosition, RejectMessage, SettleError, SettleStatus,
+    StateMap, SubscriberBuilder, SubscriberConfig, TopicPartition, backend, dead_letter, event,
+    extract, tracker,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 
