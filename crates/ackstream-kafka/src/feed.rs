@@ -10,6 +10,9 @@ use ackstream_core::{BackendError, Record, TopicPartition};
 use crate::inbox::Inbox;
 use crate::poller::Wakeup;
 
+/// Records' room an emptied feed keeps for the next batch.
+const KEPT_CAPACITY: usize = 256;
+
 /// The records of one assigned partition.
 pub struct KafkaFeed {
     tp: TopicPartition,
@@ -47,6 +50,11 @@ impl KafkaFeed {
 
     /// Takes everything in the inbox; `false` if it is empty.
     fn take(&mut self) -> Result<bool, ()> {
+        if self.taken.capacity() > KEPT_CAPACITY {
+            // Grown by a large batch: not kept while the partition idles (with a thousand
+            // partitions, such buffers would add up to more than the records they held).
+            self.taken = VecDeque::new();
+        }
         let took = self.inbox.take(&mut self.taken)?;
         if self.inbox.paused.load(std::sync::atomic::Ordering::Acquire) {
             // The partition waits for room: tell the poll thread there may be some now.
