@@ -14,13 +14,16 @@
 //! record that ran takes in any nack made during the run before it starts its next record, so
 //! a lane never runs past its nacked record.
 //!
-//! Bounds: at most `max_workers` records of the partition are held (running, waiting in a lane
-//! or for a permit), plus at most `max_workers` more waiting out a nack's delay (so a key
-//! waiting out its delay does not stop the other keys); at the bound the partition reads
-//! nothing more, so the backend keeps (and stops fetching) the rest.
+//! Bounds: the subscriber's partitions hold at most `2 x max_workers` records together
+//! (running, waiting in a lane or for a permit), each an equal part of that, at least 1 and at
+//! most `max_workers` (see [`Pool::bound`]); plus as many more waiting out a nack's delay (so a
+//! key waiting out its delay does not stop the other keys). At its bound a partition reads
+//! nothing more, so the backend keeps (and stops fetching) the rest. So what is held does not
+//! grow with the number of partitions.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as Atomic};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -296,6 +299,44 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
     }
 }
 
+/// What a subscriber's partitions share: its worker permits, and how many partitions it has
+/// (each one's part of what may be held).
+#[derive(Debug)]
+pub(super) struct Pool {
+    permits: Option<Arc<Semaphore>>,
+    max_workers: usize,
+    partitions: AtomicUsize,
+}
+
+impl Pool {
+    pub(super) fn new(max_workers: Option<usize>) -> Self {
+        Self {
+            permits: max_workers.map(|n| Arc::new(Semaphore::new(n))),
+            max_workers: max_workers.unwrap_or(1).max(1),
+            partitions: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether records run one at a time per partition (no permits to share).
+    pub(super) fn is_single(&self) -> bool {
+        self.permits.is_none()
+    }
+
+    /// The subscriber has `n` partitions assigned now.
+    pub(super) fn assigned(&self, n: usize) {
+        self.partitions.store(n, Atomic::Relaxed);
+    }
+
+    /// How many records one partition may hold: its part of `2 x max_workers`, at least 1 and
+    /// at most `max_workers`.
+    fn bound(&self) -> usize {
+        let n = self.partitions.load(Atomic::Relaxed).max(1);
+        (2 * self.max_workers)
+            .div_ceil(n)
+            .clamp(1, self.max_workers)
+    }
+}
+
 pub(super) async fn run<F, H, T>(
     mut feed: F,
     ctx: Arc<PartitionContext>,
@@ -303,12 +344,12 @@ pub(super) async fn run<F, H, T>(
     state: StateMap,
     stop: CancellationToken,
     config: Arc<SubscriberConfig>,
-    workers: Option<Arc<Semaphore>>,
+    pool: Arc<Pool>,
 ) where
     F: PartitionFeed,
     H: Handler<T>,
 {
-    let bound = config.max_workers.unwrap_or(1).max(1);
+    let workers = pool.permits.clone();
     let mut d = Dispatch {
         handler,
         state,
@@ -343,6 +384,7 @@ pub(super) async fn run<F, H, T>(
             held_back = d.read(record);
             continue;
         }
+        let bound = pool.bound();
         let room = d.needs_permit.is_empty() && d.held - d.sleeping.min(bound) < bound;
         tokio::select! {
             biased;

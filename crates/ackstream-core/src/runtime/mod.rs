@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -73,8 +72,8 @@ where
         }
     };
     // The subscriber's worker pool, shared by its partitions (and kept across rebalances).
-    let pool = config.max_workers.map(|n| Arc::new(Semaphore::new(n)));
-    let one_at_a_time = pool.is_none() && config.ordering == crate::Ordering::Partition;
+    let pool = Arc::new(concurrent::Pool::new(config.max_workers));
+    let one_at_a_time = pool.is_single() && config.ordering == crate::Ordering::Partition;
     let mut workers: HashMap<TopicPartition, Worker> = HashMap::new();
     loop {
         let event = tokio::select! {
@@ -88,6 +87,8 @@ where
                 let partitions: Vec<_> =
                     feeds.iter().map(|f| f.topic_partition().clone()).collect();
                 tracing::debug!(?partitions, group = ?group, "partitions assigned");
+                // Before the new tasks read: their part of what may be held counts them.
+                pool.assigned(workers.len() + feeds.len());
                 for feed in feeds {
                     let tp = feed.topic_partition().clone();
                     let pctx = Arc::new(PartitionContext::new(
@@ -132,6 +133,7 @@ where
                         stop_workers(vec![old], ctx.drain_timeout).await;
                     }
                 }
+                pool.assigned(workers.len());
                 emit(Event::Assigned {
                     group: group.clone(),
                     partitions,
@@ -143,6 +145,7 @@ where
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
                     .collect();
+                pool.assigned(workers.len());
                 stop_workers(revoked, ctx.drain_timeout).await;
                 commit(&*offsets).await;
                 offsets.release(&partitions);
@@ -160,6 +163,7 @@ where
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
                     .collect();
+                pool.assigned(workers.len());
                 fence_workers(lost).await;
                 tracing::warn!(
                     ?partitions,
