@@ -1,7 +1,7 @@
 //! Command line of `ackstream-bench`.
 
 pub(crate) const USAGE: &str = "\
-usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P]
+usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P] [--keyed]
        ackstream-bench --bootstrap HOST:PORT --topic T --count N --policy POLICY [--concurrency K]
                        [--ordering ORDERING] [--handler-sleep-ms MS] [--config key=value]...
        ackstream-bench --memory --count N [--policy POLICY] [--no-consume]
@@ -11,6 +11,8 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
                        [--config key=value]...
 POLICY: raw | ack_first | ack | nack_on_error | manual
 ORDERING: partition (default) | key | unordered
+--produce spreads records round-robin over the partitions; with --keyed the key chooses the
+partition (librdkafka's partitioner), so partitions hold different numbers of records.
 --concurrency K sets max_workers(K) (not for raw); --handler-sleep-ms makes the handler await
 a timer of MS milliseconds (standing in for I/O) before it finishes.
 --amplification nacks the first attempt of one record in F (default 10) and counts deliveries
@@ -29,6 +31,8 @@ pub(crate) struct Args {
     pub(crate) ordering: ackstream::Ordering,
     pub(crate) handler_sleep: Option<std::time::Duration>,
     pub(crate) produce: bool,
+    /// With `produce`: records are keyed and the key chooses the partition.
+    pub(crate) keyed: bool,
     /// Per-record cost on the in-memory broker instead of Kafka.
     pub(crate) memory: bool,
     /// With `memory`: publish only.
@@ -55,6 +59,7 @@ impl Args {
             ordering: ackstream::Ordering::Partition,
             handler_sleep: None,
             produce: false,
+            keyed: false,
             memory: false,
             no_consume: false,
             partitions: 4,
@@ -103,6 +108,7 @@ impl Args {
                     args.fail_every = f;
                 }
                 "--amplification" => args.amplification = true,
+                "--keyed" => args.keyed = true,
                 "--produce" => args.produce = true,
                 "--memory" => args.memory = true,
                 "--no-consume" => args.no_consume = true,
@@ -111,6 +117,9 @@ impl Args {
             }
         }
         args.count = count.ok_or("--count is required")?;
+        if args.keyed && !args.produce {
+            return Err("--keyed is for --produce".into());
+        }
         if args.amplification {
             args.policy = policy.unwrap_or_else(|| "nack_on_error".into());
             let p: ackstream::AckPolicy = args.policy.parse()?;
@@ -150,5 +159,31 @@ impl Args {
             );
         }
         Ok(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    fn parse(line: &str) -> Result<Args, String> {
+        Args::parse(line.split_whitespace().map(str::to_owned))
+    }
+
+    const KAFKA: &str = "--bootstrap 127.0.0.1:9092 --topic t";
+
+    #[test]
+    fn keyed_is_for_produce_only() {
+        let args = parse(&format!("{KAFKA} --produce --count 3 --keyed")).unwrap();
+        assert!(args.keyed);
+        assert!(
+            !parse(&format!("{KAFKA} --produce --count 3"))
+                .unwrap()
+                .keyed
+        );
+        assert_eq!(
+            parse(&format!("{KAFKA} --policy raw --count 3 --keyed")).unwrap_err(),
+            "--keyed is for --produce"
+        );
     }
 }
