@@ -213,7 +213,7 @@ pub(crate) async fn run_kafka(args: &Args) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let group = format!("bench-amplification-{}-{nanos}", std::process::id());
-    let tally = Arc::new(Tally::new(args.count, args.fail_every));
+    let tally = Arc::new(Tally::new(args.count(), args.fail_every));
     subscribe(&broker, &args.topic, &group, args, &tally);
     let app = App::new(broker.clone())
         .drain_timeout(Duration::from_secs(30))
@@ -239,7 +239,7 @@ pub(crate) async fn run_memory(args: &Args) -> Result<(), String> {
     broker
         .create_topic(MEMORY_TOPIC, args.partitions)
         .map_err(|e| e.to_string())?;
-    for id in 0..args.count {
+    for id in 0..args.count() {
         broker
             .publish_json(MEMORY_TOPIC, &Order::new(id))
             .map_err(|e| e.to_string())?
@@ -249,7 +249,7 @@ pub(crate) async fn run_memory(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let group = "bench-amplification";
-    let tally = Arc::new(Tally::new(args.count, args.fail_every));
+    let tally = Arc::new(Tally::new(args.count(), args.fail_every));
     subscribe(&broker, MEMORY_TOPIC, group, args, &tally);
     let app = App::new(broker.clone())
         .drain_timeout(Duration::from_secs(30))

@@ -15,6 +15,7 @@ use crate::args::Args;
 
 /// Creates the topic and fills it; prints one line saying what was produced.
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
+    let count = args.count();
     KafkaBroker::new(&args.bootstrap)
         .create_topic(&args.topic, args.partitions)
         .await
@@ -29,7 +30,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         config.create().map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut bytes = 0usize;
-    for id in 0..args.count {
+    for id in 0..count {
         let payload = serde_json::to_vec(&Order::new(id)).map_err(|e| e.to_string())?;
         bytes += payload.len();
         let key = (id % 10_000).to_string();
@@ -55,9 +56,8 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     println!(
-        "produced {} records ({} bytes each on average) to {} with {} partitions ({}) in {:.2}s",
-        args.count,
-        bytes / args.count.max(1) as usize,
+        "produced {count} records ({} bytes each on average) to {} with {} partitions ({}) in {:.2}s",
+        bytes / count.max(1) as usize,
         args.topic,
         args.partitions,
         if args.keyed {
