@@ -9,7 +9,7 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
        ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
                        [--policy POLICY] [--concurrency K] [--ordering ORDERING]
                        [--fail-every F] [--handler-sleep-ms MS] [--partitions P]
-                       [--config key=value]...
+                       [--quiet-timeout-s S] [--config key=value]...
 POLICY: raw | ack_first | ack | nack_on_error | manual
 ORDERING: partition (default) | key | unordered
 --produce spreads records round-robin over the partitions; with --keyed the key chooses the
