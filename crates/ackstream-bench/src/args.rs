@@ -5,6 +5,8 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
        ackstream-bench --bootstrap HOST:PORT --topic T [--count N] --policy POLICY [--concurrency K]
                        [--ordering ORDERING] [--handler-sleep-ms MS] [--quiet-timeout-s S]
                        [--config key=value]...
+       ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
+                       [--config key=value]...
        ackstream-bench --memory --count N [--policy POLICY] [--no-consume]
        ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
                        [--policy POLICY] [--concurrency K] [--ordering ORDERING]
@@ -16,7 +18,8 @@ ORDERING: partition (default) | key | unordered
 partition (librdkafka's partitioner), so partitions hold different numbers of records.
 A consuming run first reads every partition of T to its end and then consumes exactly the
 records found (--count, if given, must be their total); it fails after S seconds (default 30)
-without progress.
+without progress. --read-contents does only that read (in a child process of every
+consuming run) and prints `contents=<records>:<end>,...`, one pair per partition.
 --concurrency K sets max_workers(K) (not for raw); --handler-sleep-ms makes the handler await
 a timer of MS milliseconds (standing in for I/O) before it finishes.
 --amplification nacks the first attempt of one record in F (default 10) and counts deliveries
@@ -59,6 +62,9 @@ pub(crate) struct Args {
     pub(crate) amplification: bool,
     /// With `amplification`: the first attempt of one record in this many is nacked.
     pub(crate) fail_every: u64,
+    /// `--read-contents`: read the topic to its end and print what it holds as one line (what
+    /// a consuming run starts itself with, in a child process: see `contents.rs`).
+    pub(crate) read_contents: bool,
     /// `--quiet-timeout-s`: a consuming run that makes no progress for this long ends with an
     /// error naming what it counted against what it expected.
     pub(crate) quiet_timeout: std::time::Duration,
@@ -94,6 +100,7 @@ impl Args {
             config: Vec::new(),
             amplification: false,
             fail_every: 10,
+            read_contents: false,
             quiet_timeout: DEFAULT_QUIET_TIMEOUT,
         };
         while let Some(flag) = it.next() {
@@ -149,6 +156,7 @@ impl Args {
                 }
                 "--amplification" => args.amplification = true,
                 "--keyed" => args.keyed = true,
+                "--read-contents" => args.read_contents = true,
                 "--produce" => args.produce = true,
                 "--memory" => args.memory = true,
                 "--no-consume" => args.no_consume = true,
@@ -158,6 +166,11 @@ impl Args {
         }
         if args.keyed && !args.produce {
             return Err("--keyed is for --produce".into());
+        }
+        if args.read_contents {
+            args.bootstrap = bootstrap.ok_or("--bootstrap is required")?;
+            args.topic = topic.ok_or("--topic is required")?;
+            return Ok(args);
         }
         if args.count.is_none() && (args.produce || args.memory || args.amplification) {
             return Err("--count is required".into());
@@ -297,6 +310,17 @@ mod tests {
         assert_eq!(
             parse(&format!("{KAFKA} --policy fast")).unwrap_err(),
             "unknown policy fast"
+        );
+    }
+
+    #[test]
+    fn read_contents_needs_only_the_topic() {
+        let args = parse(&format!("{KAFKA} --read-contents --quiet-timeout-s 5")).unwrap();
+        assert!(args.read_contents);
+        assert_eq!(args.quiet_timeout, Duration::from_secs(5));
+        assert_eq!(
+            parse("--topic t --read-contents").unwrap_err(),
+            "--bootstrap is required"
         );
     }
 

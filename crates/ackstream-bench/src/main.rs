@@ -6,6 +6,7 @@
 //! ackstream-bench --bootstrap HOST:PORT --topic T [--count N] --policy POLICY [--concurrency K]
 //!                 [--ordering partition|key|unordered] [--handler-sleep-ms MS]
 //!                 [--quiet-timeout-s S] [--config key=value]...
+//! ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
 //! ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
 //!                 [--policy POLICY] [--concurrency K] [--ordering ORDERING] [--fail-every F]
 //! ```
@@ -18,21 +19,22 @@
 //! POLICY: `raw` (plain rdkafka loop: `store_offset` per record, auto commit: the physical
 //! baseline), `ack_first`, `ack`, `nack_on_error`, `manual` (the handler calls `msg.ack()`).
 //! Every variant counts what it consumed, not what it assumes: before timing starts, a plain
-//! consumer reads every partition of T to its end (`contents.rs`: not ListOffsets, which tansu
-//! answers wrong) and prints `topic=.. partitions=.. records=.. per_partition=..`; `--count N`,
-//! if given, must be that total. Then the variant consumes T from the earliest offset in a
-//! fresh consumer group and decodes each record as JSON into a small struct (`--produce` writes
-//! them; `--keyed` lets the key choose the partition, so partitions differ). A record that does
-//! not decode counts as finished once the variant has given up on it (raw: at once; a policy:
-//! when the framework settles it, after `DEFAULT_DECODE_ATTEMPTS` deliveries under
-//! `nack_on_error`). When every partition has finished its records the group's committed
-//! offsets are checked to have reached the end of every partition (a synchronous commit at
-//! shutdown makes this hold for every policy, `ack_first` included). The last lines printed
-//! are `policy=.. count=.. decode_failures=.. elapsed_s=.. committed=..` (with a warning on
-//! stderr naming the first record that did not decode, if any) and `msgs_per_s=<number>`,
-//! measured from the first record to the last. A run in which no record finishes for
-//! `--quiet-timeout-s` (default 30) ends with exit code 1 and an error giving, per partition,
-//! the records counted against the records found.
+//! consumer in a child process (`--read-contents`) reads every partition of T to its end
+//! (`contents.rs`: not ListOffsets, which tansu answers wrong), and the run prints
+//! `topic=.. partitions=.. records=.. per_partition=..`; `--count N`, if given, must be that
+//! total. Then the variant consumes T from the earliest offset in a fresh consumer group and
+//! decodes each record as JSON into a small struct (`--produce` writes them; `--keyed` lets the
+//! key choose the partition, so partitions differ). A record that does not decode counts as
+//! finished once the variant has given up on it (raw: at once; a policy: when the framework
+//! settles it, after `DEFAULT_DECODE_ATTEMPTS` deliveries under `nack_on_error`). When every
+//! partition has finished its records the group's committed offsets are checked to have
+//! reached the end of every partition (a synchronous commit at shutdown makes this hold for
+//! every policy, `ack_first` included). The last lines printed are `policy=.. count=..
+//! decode_failures=.. elapsed_s=.. committed=..` (with a warning on stderr naming the first
+//! record that did not decode, if any) and `msgs_per_s=<number>`, measured from the first
+//! record to the last. A run in which no record finishes for `--quiet-timeout-s` (default 30)
+//! ends with exit code 1 and an error giving, per partition, the records counted against the
+//! records found.
 
 mod amplification;
 mod args;
@@ -131,11 +133,11 @@ pub(crate) fn report(
     Ok(())
 }
 
-/// Reads `--topic` to its end (before timing starts), checks it against `--count` and prints
-/// what it holds.
+/// Reads `--topic` to its end (before timing starts, in a child process: see `contents.rs`),
+/// checks it against `--count` and prints what it holds.
 pub(crate) fn read_contents(args: &args::Args) -> Result<contents::Contents, String> {
     let start = std::time::Instant::now();
-    let contents = tokio::task::block_in_place(|| contents::read(args))?;
+    let contents = tokio::task::block_in_place(|| contents::read_in_child(args))?;
     contents.check_count(args.count)?;
     println!(
         "topic={} partitions={} {} read_s={:.3}",
@@ -172,6 +174,8 @@ async fn run() {
         amplification::run_memory(&args).await
     } else if args.amplification {
         amplification::run_kafka(&args).await
+    } else if args.read_contents {
+        contents::run_child(&args)
     } else if args.memory {
         memory::run(&args).await
     } else if args.produce {
