@@ -15,15 +15,16 @@
 //!   the end; on a partition filled by `tansu perf produce` (a record at every other offset) it
 //!   was 15,982 with the last record at 15,980.
 //!
-//! Offsets do not count records either (`tansu perf produce` leaves every other one empty), and
-//! librdkafka on tansu delivers some records again (there, a partition's last record dozens of
-//! times before it reported the end, and one record in the middle twice). So a plain consumer
-//! (no group) reads every partition from the beginning and counts each offset once (a record
-//! at or before the last one read is a delivery again); a partition ends after its last record
-//! when librdkafka reports its end, or, failing that, when nothing new has come for [`IDLE`].
+//! Offsets do not count records either (after `tansu perf produce` only every other offset
+//! holds a record librdkafka delivers), and librdkafka on tansu delivers some records again
+//! (there, a partition's last record dozens of times before it reported the end, and one record
+//! in the middle twice). So a plain consumer (no group) reads every partition from the
+//! beginning and counts each offset once (a record at or before the last one read is a delivery
+//! again); a partition ends after its last record when librdkafka reports its end, or, failing
+//! that, when nothing new has come for [`IDLE`].
 //! The variants under test are librdkafka consumers of the same records, so they get exactly
-//! these and commit up to exactly these ends. On a topic being written meanwhile the counts are
-//! those of the moment the read ended.
+//! these and commit up to exactly these ends. The topic must not be written meanwhile: records
+//! written after the read are not expected, and the check of the committed offsets then fails.
 //!
 //! The read runs in a child process (the bench itself, `--read-contents`), which prints what it
 //! found as one line: the process keeps some of the memory a consumer used after it is dropped
@@ -116,7 +117,7 @@ impl Contents {
             Ok(())
         } else {
             Err(format!(
-                "committed offsets do not reach the end of every partition: {}",
+                "committed offsets are not at the end of every partition: {}",
                 short.join(", ")
             ))
         }
@@ -198,8 +199,8 @@ impl Contents {
 /// What starts the line `--read-contents` prints.
 const LINE_PREFIX: &str = "contents=";
 
-/// How long a read goes on after every partition reported its end: records fetched with an
-/// end that came too early (a Fetch high watermark below the records) arrive within it.
+/// How long a read goes on after every partition reported its end, so that records fetched
+/// after an end reported too early (a Fetch high watermark below the records) are still read.
 pub(crate) const GRACE: Duration = Duration::from_millis(250);
 
 /// How long a read waits for a partition whose end librdkafka does not report (tansu's Fetch
@@ -546,7 +547,7 @@ mod tests {
         assert_eq!(
             c.check_committed(&[3, 0, 1]),
             Err(
-                "committed offsets do not reach the end of every partition: partition 2 at 1 of 2"
+                "committed offsets are not at the end of every partition: partition 2 at 1 of 2"
                     .into()
             )
         );
