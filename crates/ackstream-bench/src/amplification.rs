@@ -26,7 +26,8 @@
 //! `deliveries_per_record=<number>` last. `deliveries` counts handler calls from the first to
 //! the moment the last record succeeded, `elapsed_s` the time between them;
 //! `deliveries_at_shutdown` adds those made while the app stopped. The group's committed
-//! offsets are checked to reach the end of every partition.
+//! offsets are checked to reach the end of every partition. A run in which no record succeeds
+//! for `--quiet-timeout-s` ends with an error instead.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -38,7 +39,8 @@ use ackstream_kafka::KafkaBroker;
 use tokio::sync::Notify;
 
 use crate::args::Args;
-use crate::{Order, partition_count};
+use crate::count::Quiet;
+use crate::{Order, read_contents};
 
 /// Topic of the in-memory run.
 const MEMORY_TOPIC: &str = "amplification";
@@ -130,6 +132,29 @@ impl Tally {
         Ok(())
     }
 
+    /// Waits until every record succeeded once; fails after `quiet` without a new one.
+    async fn wait(&self, quiet: Duration) -> Result<(), String> {
+        let mut watch = Quiet::new(quiet, Instant::now());
+        let tick = (quiet / 4).min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = self.done.notified() => return Ok(()),
+                () = tokio::time::sleep(tick) => {
+                    let done = self.done_records.load(Ordering::Acquire);
+                    if watch.stalled(done, Instant::now()) {
+                        return Err(format!(
+                            "no progress for {} s (--quiet-timeout-s): {done} of {} records \
+                             succeeded, after {} deliveries",
+                            quiet.as_secs(),
+                            self.state.len(),
+                            self.deliveries.load(Ordering::Relaxed)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
     fn failing(&self) -> u64 {
         (0..self.state.len() as u64)
             .filter(|&id| fails_first(id, self.every))
@@ -163,21 +188,27 @@ fn subscribe<B: Broker>(broker: &B, topic: &str, group: &str, args: &Args, tally
     }
 }
 
-/// Waits for every record to succeed once, stops the app and prints the result lines.
-/// `committed` sums the group's committed offsets after the stop.
+/// Waits for every record to succeed once, stops the app and prints the result lines; fails
+/// when no record succeeds for `quiet`. `committed` sums the group's committed offsets after
+/// the stop.
 async fn finish<F, Fut>(
     backend: &str,
     app: ackstream::RunningApp,
     tally: &Tally,
+    quiet: Duration,
     committed: F,
 ) -> Result<(), String>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<i64, String>>,
 {
-    tally.done.notified().await;
-    app.shutdown().await.map_err(|e| e.to_string())?;
     let records = tally.state.len() as u64;
+    if let Err(e) = tally.wait(quiet).await {
+        // Best effort: the error is what matters.
+        let _ = tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await;
+        return Err(e);
+    }
+    app.shutdown().await.map_err(|e| e.to_string())?;
     let committed = committed().await?;
     if committed != records as i64 {
         return Err(format!(
@@ -202,9 +233,9 @@ where
     Ok(())
 }
 
-/// The Kafka run, on the topic `--produce` filled.
+/// The Kafka run, on the topic `--produce` filled (checked to hold `--count` records).
 pub(crate) async fn run_kafka(args: &Args) -> Result<(), String> {
-    let partitions = partition_count(args)?;
+    let partitions = read_contents(args)?.partitions().len() as i32;
     let mut broker = KafkaBroker::new(&args.bootstrap);
     for (k, v) in &args.config {
         broker = broker.config(k, v);
@@ -213,12 +244,12 @@ pub(crate) async fn run_kafka(args: &Args) -> Result<(), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let group = format!("bench-amplification-{}-{nanos}", std::process::id());
-    let tally = Arc::new(Tally::new(args.count, args.fail_every));
+    let tally = Arc::new(Tally::new(args.count(), args.fail_every));
     subscribe(&broker, &args.topic, &group, args, &tally);
     let app = App::new(broker.clone())
         .drain_timeout(Duration::from_secs(30))
         .spawn();
-    finish("kafka", app, &tally, || async {
+    finish("kafka", app, &tally, args.quiet_timeout, || async {
         let mut committed = 0;
         for partition in 0..partitions {
             committed += broker
@@ -239,7 +270,7 @@ pub(crate) async fn run_memory(args: &Args) -> Result<(), String> {
     broker
         .create_topic(MEMORY_TOPIC, args.partitions)
         .map_err(|e| e.to_string())?;
-    for id in 0..args.count {
+    for id in 0..args.count() {
         broker
             .publish_json(MEMORY_TOPIC, &Order::new(id))
             .map_err(|e| e.to_string())?
@@ -249,12 +280,12 @@ pub(crate) async fn run_memory(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let group = "bench-amplification";
-    let tally = Arc::new(Tally::new(args.count, args.fail_every));
+    let tally = Arc::new(Tally::new(args.count(), args.fail_every));
     subscribe(&broker, MEMORY_TOPIC, group, args, &tally);
     let app = App::new(broker.clone())
         .drain_timeout(Duration::from_secs(30))
         .spawn();
-    finish("memory", app, &tally, || async {
+    finish("memory", app, &tally, args.quiet_timeout, || async {
         Ok(broker.committed_total(group, MEMORY_TOPIC))
     })
     .await

@@ -1,66 +1,195 @@
 //! The ackstream variants: a `KafkaBroker` subscriber with the chosen policy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ackstream::extract::{FromMessage, Rejection};
 use ackstream::prelude::*;
+use ackstream::{Backoff, StateMap};
 use ackstream_kafka::KafkaBroker;
 use tokio::sync::Notify;
 
 use crate::args::Args;
-use crate::{Order, partition_count, report};
+use crate::contents::Contents;
+use crate::count::{Counts, Quiet, quiet_error};
+use crate::{Order, read_contents, report};
 
-/// A counter on its own cache line.
+/// A partition's counters, on their own cache line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Padded(AtomicU64);
+struct Slot {
+    /// Records handled, or failed to decode on their last delivery.
+    finished: AtomicU64,
+    /// Records that did not decode (included in `finished`).
+    failed: AtomicU64,
+}
 
-/// Counts handled records and timestamps the first and the N-th. Counters are per partition
-/// (a partition is handled by one task at a time), so the count costs the handler no shared
-/// cache line, as the raw loop's local counter costs it none.
+/// Deliveries of a record that does not decode, under `NackOnError` (set on the subscriber so
+/// that [`last_decode_attempt`] and the runtime agree).
+const DECODE_ATTEMPTS: u32 = ackstream::DEFAULT_DECODE_ATTEMPTS;
+
+/// Whether a decode failure of delivery `attempt` is the record's last under `policy`: every
+/// policy settles an undecodable record at once (acked, or rejected under `RejectOnError` and
+/// `Manual`) except `NackOnError`, which delivers it again until `DECODE_ATTEMPTS` and then
+/// rejects it.
+fn last_decode_attempt(policy: AckPolicy, attempt: u32) -> bool {
+    policy != AckPolicy::NackOnError || attempt >= DECODE_ATTEMPTS
+}
+
+/// Counts finished records per partition against what each holds, and timestamps the first
+/// and the last. Counters are per partition (a partition is handled by one task at a time), so
+/// the count costs the handler no shared cache line, as the raw loop's local counter costs it
+/// none.
 #[derive(Debug)]
 struct Progress {
-    /// Records each partition holds (the producer spreads ids round-robin).
-    share: Vec<u64>,
-    seen: Vec<Padded>,
-    partitions_done: AtomicU64,
+    /// Records each partition holds (read before the run, see `contents.rs`).
+    expected: Vec<u64>,
+    slots: Vec<Slot>,
+    partitions_done: AtomicUsize,
+    policy: AckPolicy,
     first: OnceLock<Instant>,
     last: OnceLock<Instant>,
+    /// Where and why the first record failed to decode.
+    first_failure: OnceLock<String>,
     done: Notify,
 }
 
 impl Progress {
-    fn new(count: u64, partitions: i32) -> Self {
-        let p = partitions as u64;
+    fn new(expected: Vec<u64>, policy: AckPolicy) -> Self {
         Self {
-            share: (0..p)
-                .map(|i| count / p + u64::from(i < count % p))
-                .collect(),
-            seen: (0..p).map(|_| Padded::default()).collect(),
-            partitions_done: AtomicU64::new(0),
+            slots: expected.iter().map(|_| Slot::default()).collect(),
+            // Partitions without records are done from the start.
+            partitions_done: AtomicUsize::new(expected.iter().filter(|&&n| n == 0).count()),
+            expected,
+            policy,
             first: OnceLock::new(),
             last: OnceLock::new(),
+            first_failure: OnceLock::new(),
             done: Notify::new(),
         }
     }
 
+    /// A record of `partition` was handled.
     fn record(&self, partition: i32) {
         if self.first.get().is_none() {
             let _ = self.first.set(Instant::now());
         }
-        let p = partition as usize;
-        if self.seen[p].0.fetch_add(1, Ordering::Relaxed) + 1 == self.share[p]
-            && self.partitions_done.fetch_add(1, Ordering::AcqRel) + 1 == self.share.len() as u64
+        let Some(slot) = self.slots.get(partition as usize) else {
+            return;
+        };
+        let finished = slot.finished.fetch_add(1, Ordering::Relaxed) + 1;
+        self.finished(partition as usize, finished);
+    }
+
+    /// Delivery `attempt` of the record at `offset` of `partition` did not decode (for
+    /// `reason`): counted as finished if it is the record's last.
+    fn decode_failed(&self, partition: i32, offset: i64, attempt: u32, reason: &dyn fmt::Display) {
+        if !last_decode_attempt(self.policy, attempt) {
+            return;
+        }
+        if self.first.get().is_none() {
+            let _ = self.first.set(Instant::now());
+        }
+        if self.first_failure.get().is_none() {
+            let _ = self
+                .first_failure
+                .set(format!("partition {partition} offset {offset}: {reason}"));
+        }
+        let Some(slot) = self.slots.get(partition as usize) else {
+            return;
+        };
+        slot.failed.fetch_add(1, Ordering::Relaxed);
+        let finished = slot.finished.fetch_add(1, Ordering::Relaxed) + 1;
+        self.finished(partition as usize, finished);
+    }
+
+    /// Partition `p` has `finished` records finished: the last partition to reach its records
+    /// ends the run.
+    fn finished(&self, p: usize, finished: u64) {
+        if finished == self.expected[p]
+            && self.partitions_done.fetch_add(1, Ordering::AcqRel) + 1 == self.expected.len()
         {
             let _ = self.last.set(Instant::now());
             self.done.notify_one();
         }
     }
+
+    /// What finished so far.
+    fn counts(&self) -> Counts {
+        Counts {
+            finished: self
+                .slots
+                .iter()
+                .map(|s| s.finished.load(Ordering::Relaxed))
+                .collect(),
+            failed: self
+                .slots
+                .iter()
+                .map(|s| s.failed.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// Waits until every partition finished its records, and returns the time from the first
+    /// record to the last; fails after `quiet` without a record finishing.
+    async fn wait(&self, contents: &Contents, quiet: Duration) -> Result<Duration, String> {
+        let mut watch = Quiet::new(quiet, Instant::now());
+        let tick = (quiet / 4).min(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = self.done.notified() => break,
+                () = tokio::time::sleep(tick) => {
+                    let counts = self.counts();
+                    if watch.stalled(counts.total(), Instant::now()) {
+                        return Err(quiet_error(quiet, contents, &counts));
+                    }
+                }
+            }
+        }
+        let (first, last) = self
+            .first
+            .get()
+            .zip(self.last.get())
+            .ok_or("no record finished")?;
+        Ok(last.duration_since(*first))
+    }
+}
+
+/// The payload as the bench's `Order`, decoded by `Json<Order>`. A record that does not decode
+/// is reported to the run's [`Progress`] (given as state) before the framework settles it as
+/// its policy says, so a topic of other records still finishes.
+#[derive(Debug)]
+struct Decoded(Order);
+
+impl FromMessage for Decoded {
+    const READS_HEADERS: bool = false;
+
+    fn from_message(msg: &KafkaMessage, state: &StateMap) -> Result<Self, Rejection> {
+        match Json::<Order>::from_message(msg, state) {
+            Ok(Json(order)) => Ok(Decoded(order)),
+            Err(rejection) => {
+                if let Some(progress) = state.get::<Arc<Progress>>() {
+                    progress.decode_failed(
+                        msg.partition(),
+                        msg.offset(),
+                        msg.attempt(),
+                        &rejection,
+                    );
+                }
+                Err(rejection)
+            }
+        }
+    }
 }
 
 /// The subscriber every framework variant runs: from the earliest offset, with `policy` and the
-/// ordering and worker count of `args`, and a 6 s session.
+/// ordering and worker count of `args`, and a 6 s session. A failed record is delivered again
+/// at once: the bench's handlers fail only on records that are not the bench's, and with the
+/// default backoff each record that does not decode would take 0.3 s under `NackOnError`
+/// (`DECODE_ATTEMPTS` deliveries); the explicit nacks of `--amplification` have no delay
+/// either way.
 pub(crate) fn subscriber<B: Broker>(
     broker: &B,
     topic: &str,
@@ -73,6 +202,8 @@ pub(crate) fn subscriber<B: Broker>(
         .group_id(group)
         .auto_offset_reset(OffsetReset::Earliest)
         .ack_policy(policy)
+        .max_decode_attempts(DECODE_ATTEMPTS)
+        .retry_backoff(Backoff::none())
         .ordering(args.ordering)
         .config("session.timeout.ms", "6000");
     match args.concurrency {
@@ -81,20 +212,23 @@ pub(crate) fn subscriber<B: Broker>(
     }
 }
 
+/// Consumes every record of the topic (as [`read_contents`] found them) with the chosen
+/// policy in a fresh group, stops the app, checks the group's committed offsets and prints the
+/// result lines.
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
-    let partitions = partition_count(args)?;
+    let contents = read_contents(args)?;
     let policy: AckPolicy = args.policy.parse()?;
-    let mut broker = KafkaBroker::new(&args.bootstrap);
+    let progress = Arc::new(Progress::new(contents.expected(), policy));
+    let mut broker = KafkaBroker::new(&args.bootstrap).with_state(progress.clone());
     for (k, v) in &args.config {
         broker = broker.config(k, v);
     }
     let group = format!("bench-{}-{}", args.policy, std::process::id());
-    let progress = Arc::new(Progress::new(args.count, partitions));
     let subscriber = subscriber(&broker, &args.topic, &group, policy, args);
     let p = progress.clone();
     if let Some(io) = args.handler_sleep {
         // Stands in for an I/O call: counted when it completes.
-        subscriber.handle(move |Json(order): Json<Order>, msg: KafkaMessage| {
+        subscriber.handle(move |Decoded(order): Decoded, msg: KafkaMessage| {
             std::hint::black_box(order);
             let p = p.clone();
             async move {
@@ -107,7 +241,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
             }
         });
     } else if policy == AckPolicy::Manual {
-        subscriber.handle(move |Json(order): Json<Order>, msg: KafkaMessage| {
+        subscriber.handle(move |Decoded(order): Decoded, msg: KafkaMessage| {
             std::hint::black_box(order);
             p.record(msg.partition());
             async move {
@@ -117,7 +251,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         });
     } else {
         // Like the raw loop, this handler never looks at headers, so they are not decoded.
-        subscriber.handle(move |Json(order): Json<Order>, Partition(partition)| {
+        subscriber.handle(move |Decoded(order): Decoded, Partition(partition)| {
             std::hint::black_box(order);
             p.record(partition);
             std::future::ready(())
@@ -126,25 +260,36 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let app = App::new(broker.clone())
         .drain_timeout(Duration::from_secs(30))
         .spawn();
-    progress.done.notified().await;
+    let elapsed = match progress.wait(&contents, args.quiet_timeout).await {
+        Ok(elapsed) => elapsed,
+        Err(e) => {
+            // Best effort: the error is what matters.
+            let _ = tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await;
+            return Err(e);
+        }
+    };
     app.shutdown().await.map_err(|e| e.to_string())?; // synchronous commit of what finished
-    let elapsed = progress
-        .last
-        .get()
-        .unwrap()
-        .duration_since(*progress.first.get().unwrap());
-    let mut committed = 0;
-    for partition in 0..partitions {
-        committed += broker
-            .committed_offset(&group, &args.topic, partition)
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0);
+    let mut committed = Vec::with_capacity(contents.partitions().len());
+    for partition in 0..contents.partitions().len() as i32 {
+        committed.push(
+            broker
+                .committed_offset(&group, &args.topic, partition)
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or(0),
+        );
     }
     if let Some(kb) = peak_rss_kb() {
         println!("peak_rss_kb={kb}");
     }
-    report(args, elapsed, committed)
+    report(
+        &args.policy,
+        &contents,
+        &progress.counts(),
+        progress.first_failure.get().map(String::as_str),
+        elapsed,
+        &committed,
+    )
 }
 
 /// The process's peak resident memory (Linux `VmHWM`).
@@ -152,4 +297,98 @@ fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contents::PartitionEnd;
+
+    #[test]
+    fn a_decode_failure_finishes_its_record_on_the_last_delivery_only() {
+        for policy in [
+            AckPolicy::AckFirst,
+            AckPolicy::Ack,
+            AckPolicy::RejectOnError,
+            AckPolicy::Manual,
+        ] {
+            assert!(last_decode_attempt(policy, 1), "{policy:?}");
+        }
+        assert!(!last_decode_attempt(AckPolicy::NackOnError, 1));
+        assert!(!last_decode_attempt(
+            AckPolicy::NackOnError,
+            DECODE_ATTEMPTS - 1
+        ));
+        assert!(last_decode_attempt(AckPolicy::NackOnError, DECODE_ATTEMPTS));
+    }
+
+    #[test]
+    fn progress_is_done_when_every_partition_finished_its_records_handled_or_failed() {
+        let progress = Progress::new(vec![2, 1, 0], AckPolicy::AckFirst);
+        progress.record(0);
+        progress.decode_failed(1, 0, 1, &"bad");
+        assert!(progress.last.get().is_none());
+        progress.record(0);
+        assert!(progress.last.get().is_some());
+        assert_eq!(
+            progress.counts(),
+            Counts {
+                finished: vec![2, 1, 0],
+                failed: vec![0, 1, 0],
+            }
+        );
+        assert_eq!(
+            progress.first_failure.get().map(String::as_str),
+            Some("partition 1 offset 0: bad")
+        );
+    }
+
+    #[test]
+    fn under_nack_on_error_only_the_last_failed_delivery_counts() {
+        let progress = Progress::new(vec![1], AckPolicy::NackOnError);
+        for attempt in 1..DECODE_ATTEMPTS {
+            progress.decode_failed(0, 0, attempt, &"bad");
+        }
+        assert_eq!(progress.counts().total(), 0);
+        progress.decode_failed(0, 0, DECODE_ATTEMPTS, &"bad");
+        assert_eq!(progress.counts().failed_total(), 1);
+        assert!(progress.last.get().is_some());
+    }
+
+    #[test]
+    fn records_of_unknown_partitions_finish_nothing() {
+        let progress = Progress::new(vec![1], AckPolicy::Ack);
+        progress.record(3);
+        progress.decode_failed(-1, 0, 1, &"bad");
+        assert_eq!(progress.counts().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn wait_returns_the_time_from_the_first_record_to_the_last() {
+        let progress = Progress::new(vec![1, 1], AckPolicy::Ack);
+        progress.record(0);
+        progress.record(1);
+        let contents = Contents::new(vec![PartitionEnd { records: 1, end: 1 }; 2]);
+        assert!(
+            progress
+                .wait(&contents, Duration::from_secs(30))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_fails_after_the_quiet_timeout_naming_what_was_counted() {
+        let progress = Progress::new(vec![1, 2], AckPolicy::Ack);
+        progress.record(1);
+        let contents = Contents::new(vec![
+            PartitionEnd { records: 1, end: 1 },
+            PartitionEnd { records: 2, end: 2 },
+        ]);
+        let e = progress
+            .wait(&contents, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(e.ends_with("counted 1 of 3 records: p0=0/1 p1=1/2"), "{e}");
+    }
 }

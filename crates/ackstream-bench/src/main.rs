@@ -2,10 +2,11 @@
 //! loop, on the same topic.
 //!
 //! ```text
-//! ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P]
-//! ackstream-bench --bootstrap HOST:PORT --topic T --count N --policy POLICY [--concurrency K]
+//! ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P] [--keyed]
+//! ackstream-bench --bootstrap HOST:PORT --topic T [--count N] --policy POLICY [--concurrency K]
 //!                 [--ordering partition|key|unordered] [--handler-sleep-ms MS]
-//!                 [--config key=value]...
+//!                 [--quiet-timeout-s S] [--config key=value]...
+//! ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
 //! ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
 //!                 [--policy POLICY] [--concurrency K] [--ordering ORDERING] [--fail-every F]
 //! ```
@@ -17,15 +18,28 @@
 //! `peak_rss_kb=` (the process's peak resident memory).
 //! POLICY: `raw` (plain rdkafka loop: `store_offset` per record, auto commit: the physical
 //! baseline), `ack_first`, `ack`, `nack_on_error`, `manual` (the handler calls `msg.ack()`).
-//! Every variant consumes the N records of T (N as given to `--produce`, which spreads them
-//! round-robin over the partitions) from the earliest offset in a fresh consumer group
-//! and decodes each as JSON into a small struct. After the N-th record the group's committed
-//! offsets are checked to have reached the end of every partition (a synchronous commit at
-//! shutdown makes this hold for every policy, `ack_first` included). The last line printed is
-//! `msgs_per_s=<number>`, measured from the first record to the N-th.
+//! Every variant counts what it consumed, not what it assumes: before timing starts, a plain
+//! consumer in a child process (`--read-contents`) reads every partition of T to its end
+//! (`contents.rs`: not ListOffsets, which tansu answers wrong), and the run prints
+//! `topic=.. partitions=.. records=.. per_partition=..`; `--count N`, if given, must be that
+//! total. Then the variant consumes T from the earliest offset in a fresh consumer group and
+//! decodes each record as JSON into a small struct (`--produce` writes them; `--keyed` lets the
+//! key choose the partition, so partitions differ). A record that does not decode counts as
+//! finished once the variant has given up on it (raw: at once; a policy: when the framework
+//! settles it, after `DEFAULT_DECODE_ATTEMPTS` deliveries under `nack_on_error`). When every
+//! partition has finished its records the group's committed offsets are checked to have
+//! reached the end of every partition (a synchronous commit at shutdown makes this hold for
+//! every policy, `ack_first` included). The last lines printed are `policy=.. count=..
+//! decode_failures=.. elapsed_s=.. committed=..` (with a warning on stderr naming the first
+//! record that did not decode, if any) and `msgs_per_s=<number>`, measured from the first
+//! record to the last. A run in which no record finishes for `--quiet-timeout-s` (default 30)
+//! ends with exit code 1 and an error giving, per partition, the records counted against the
+//! records found.
 
 mod amplification;
 mod args;
+mod contents;
+mod count;
 mod framework;
 mod memory;
 mod produce;
@@ -86,23 +100,53 @@ pub(crate) fn partition_count(args: &args::Args) -> Result<i32, String> {
         .ok_or_else(|| format!("topic {} does not exist", args.topic))
 }
 
-/// Prints the result lines; the last one is what other tools read.
-pub(crate) fn report(args: &args::Args, elapsed: Duration, committed: i64) -> Result<(), String> {
-    let expected = args.count as i64;
-    if committed != expected {
-        return Err(format!(
-            "committed offsets sum to {committed}, expected {expected}: not every record was committed"
-        ));
+/// Prints the result lines of a consuming run, after checking that `committed` (the group's
+/// committed offset per partition, 0 where none) reached the end of every partition. The last
+/// line is what other tools read. `first_failure` describes the first record that did not
+/// decode, if any did.
+pub(crate) fn report(
+    policy: &str,
+    contents: &contents::Contents,
+    counts: &count::Counts,
+    first_failure: Option<&str>,
+    elapsed: Duration,
+    committed: &[i64],
+) -> Result<(), String> {
+    contents.check_committed(committed)?;
+    let records = counts.total();
+    let failed = counts.failed_total();
+    if failed > 0 {
+        eprintln!(
+            "warning: {failed} of {records} records did not decode as the bench's Order \
+             (the figures include them); first: {}",
+            first_failure.unwrap_or("?")
+        );
     }
-    let rate = args.count as f64 / elapsed.as_secs_f64();
+    let rate = records as f64 / elapsed.as_secs_f64();
     println!(
-        "policy={} count={} elapsed_s={:.3} committed={committed} (verified: end of every partition)",
-        args.policy,
-        args.count,
-        elapsed.as_secs_f64()
+        "policy={policy} count={records} decode_failures={failed} elapsed_s={:.3} committed={} \
+         (verified: end of every partition)",
+        elapsed.as_secs_f64(),
+        committed.iter().sum::<i64>()
     );
     println!("msgs_per_s={rate:.0}");
     Ok(())
+}
+
+/// Reads `--topic` to its end (before timing starts, in a child process: see `contents.rs`),
+/// checks it against `--count` and prints what it holds.
+pub(crate) fn read_contents(args: &args::Args) -> Result<contents::Contents, String> {
+    let start = std::time::Instant::now();
+    let contents = tokio::task::block_in_place(|| contents::read_in_child(args))?;
+    contents.check_count(args.count)?;
+    println!(
+        "topic={} partitions={} {} read_s={:.3}",
+        args.topic,
+        contents.partitions().len(),
+        contents.summary(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(contents)
 }
 
 fn main() {
@@ -130,6 +174,8 @@ async fn run() {
         amplification::run_memory(&args).await
     } else if args.amplification {
         amplification::run_kafka(&args).await
+    } else if args.read_contents {
+        contents::run_child(&args)
     } else if args.memory {
         memory::run(&args).await
     } else if args.produce {

@@ -23,7 +23,8 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let broker = MemoryBroker::new();
     broker.create_topic("cost", 1).map_err(|e| e.to_string())?;
     let payload = Bytes::from(vec![b'x'; 100]);
-    for _ in 0..args.count {
+    let count = args.count();
+    for _ in 0..count {
         broker
             .publish("cost", payload.clone())
             .partition(0)
@@ -31,10 +32,9 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     if args.no_consume {
-        println!("published={}", args.count);
+        println!("published={count}");
         return Ok(());
     }
-    let count = args.count;
     let seen = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
     let start = Arc::new(std::sync::OnceLock::<(Instant, u64)>::new());

@@ -1,4 +1,8 @@
 //! `--produce`: create the topic and fill it with N JSON records, as fast as librdkafka goes.
+//!
+//! Record `id` has key `id % 10000`. By default it goes to partition `id % P` (an even spread);
+//! with `--keyed` the key chooses the partition (librdkafka's default partitioner, as any keyed
+//! producer would), so partitions hold different numbers of records.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +13,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use crate::Order;
 use crate::args::Args;
 
+/// Creates the topic and fills it; prints one line saying what was produced.
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
+    let count = args.count();
     KafkaBroker::new(&args.bootstrap)
         .create_topic(&args.topic, args.partitions)
         .await
@@ -24,15 +30,16 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         config.create().map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut bytes = 0usize;
-    for id in 0..args.count {
+    for id in 0..count {
         let payload = serde_json::to_vec(&Order::new(id)).map_err(|e| e.to_string())?;
         bytes += payload.len();
         let key = (id % 10_000).to_string();
-        let partition = (id % args.partitions as u64) as i32;
         let mut record = BaseRecord::<String, Vec<u8>>::to(&args.topic)
             .key(&key)
-            .payload(&payload)
-            .partition(partition);
+            .payload(&payload);
+        if !args.keyed {
+            record = record.partition((id % args.partitions as u64) as i32);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -49,11 +56,15 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
     println!(
-        "produced {} records ({} bytes each on average) to {} with {} partitions in {:.2}s",
-        args.count,
-        bytes / args.count.max(1) as usize,
+        "produced {count} records ({} bytes each on average) to {} with {} partitions ({}) in {:.2}s",
+        bytes / count.max(1) as usize,
         args.topic,
         args.partitions,
+        if args.keyed {
+            "keyed: the key chooses the partition"
+        } else {
+            "round-robin"
+        },
         elapsed.as_secs_f64()
     );
     Ok(())
