@@ -4,7 +4,7 @@ pub(crate) const USAGE: &str = "\
 usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--partitions P] [--keyed]
        ackstream-bench --bootstrap HOST:PORT --topic T [--count N] --policy POLICY [--concurrency K]
                        [--ordering ORDERING] [--handler-sleep-ms MS] [--quiet-timeout-s S]
-                       [--config key=value]...
+                       [--slow-partition N --slow-ms MS] [--config key=value]...
        ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
                        [--config key=value]...
        ackstream-bench --memory --count N [--policy POLICY] [--no-consume]
@@ -21,7 +21,9 @@ records found (--count, if given, must be their total); it fails after S seconds
 without progress. --read-contents does only that read (in a child process of every
 consuming run) and prints `contents=<records>:<end>,...`, one pair per partition.
 --concurrency K sets max_workers(K) (not for raw); --handler-sleep-ms makes the handler await
-a timer of MS milliseconds (standing in for I/O) before it finishes.
+a timer of MS milliseconds (standing in for I/O) before it finishes. --slow-partition N makes
+the handler of partition N's records await --slow-ms MS instead (0: none), and the run measures
+the other partitions only: it ends when they are done and prints `others_msgs_per_s=`.
 --amplification nacks the first attempt of one record in F (default 10) and counts deliveries
 until every record succeeded once (POLICY default nack_on_error; not ack_first, which acks
 before the handler runs; with --memory, P partitions, default 4).";
@@ -45,6 +47,9 @@ pub(crate) struct Args {
     pub(crate) ordering: ackstream::Ordering,
     /// `--handler-sleep-ms`: the handler awaits a timer this long (standing in for I/O).
     pub(crate) handler_sleep: Option<std::time::Duration>,
+    /// `--slow-partition N --slow-ms MS`: partition N's handler awaits MS (the others are
+    /// measured).
+    pub(crate) slow: Option<(i32, std::time::Duration)>,
     /// `--produce`: create the topic and fill it.
     pub(crate) produce: bool,
     /// With `produce`: records are keyed and the key chooses the partition.
@@ -84,6 +89,7 @@ impl Args {
     /// Parses the arguments after the program name.
     pub(crate) fn parse(mut it: impl Iterator<Item = String>) -> Result<Self, String> {
         let (mut bootstrap, mut topic, mut policy) = (None, None, None);
+        let (mut slow_partition, mut slow_ms) = (None, None);
         let mut args = Args {
             bootstrap: String::new(),
             topic: String::new(),
@@ -92,6 +98,7 @@ impl Args {
             concurrency: None,
             ordering: ackstream::Ordering::Partition,
             handler_sleep: None,
+            slow: None,
             produce: false,
             keyed: false,
             memory: false,
@@ -127,6 +134,16 @@ impl Args {
                         .parse()
                         .map_err(|e| format!("--handler-sleep-ms: {e}"))?;
                     args.handler_sleep = Some(std::time::Duration::from_millis(ms));
+                }
+                "--slow-partition" => {
+                    let p: i32 = value()?
+                        .parse()
+                        .map_err(|e| format!("--slow-partition: {e}"))?;
+                    slow_partition = Some(p);
+                }
+                "--slow-ms" => {
+                    let ms: u64 = value()?.parse().map_err(|e| format!("--slow-ms: {e}"))?;
+                    slow_ms = Some(std::time::Duration::from_millis(ms));
                 }
                 "--partitions" => {
                     args.partitions = value()?.parse().map_err(|e| format!("--partitions: {e}"))?;
@@ -207,6 +224,14 @@ impl Args {
                 return Err(format!("unknown policy {p}"));
             }
             args.policy = p;
+        }
+        args.slow = match (slow_partition, slow_ms) {
+            (Some(p), Some(ms)) => Some((p, ms)),
+            (None, None) => None,
+            _ => return Err("--slow-partition and --slow-ms go together".into()),
+        };
+        if args.policy == "raw" && args.slow.is_some() {
+            return Err("raw has no handler to slow down: no --slow-partition".into());
         }
         if args.policy == "raw" && (args.concurrency.is_some() || args.handler_sleep.is_some()) {
             return Err(
@@ -329,5 +354,17 @@ mod tests {
         assert!(parse(&format!("{KAFKA} --policy raw --concurrency 4")).is_err());
         assert!(parse(&format!("{KAFKA} --policy raw --handler-sleep-ms 1")).is_err());
         assert!(parse(&format!("{KAFKA} --policy ack --concurrency 4")).is_ok());
+    }
+
+    #[test]
+    fn a_slow_partition_needs_its_delay() {
+        let base = "--bootstrap b --topic t --policy ack";
+        let args = parse(&format!("{base} --slow-partition 2 --slow-ms 100")).unwrap();
+        assert_eq!(args.slow, Some((2, Duration::from_millis(100))));
+        assert!(parse(&format!("{base} --slow-partition 2")).is_err());
+        assert!(parse(&format!("{base} --slow-ms 100")).is_err());
+        assert!(
+            parse("--bootstrap b --topic t --policy raw --slow-partition 0 --slow-ms 1").is_err()
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ackstream::event::Event;
 use ackstream::extract::{FromMessage, Rejection};
 use ackstream::prelude::*;
 use ackstream::{Backoff, StateMap};
@@ -51,6 +52,12 @@ struct Progress {
     policy: AckPolicy,
     first: OnceLock<Instant>,
     last: OnceLock<Instant>,
+    /// When the subscriber's partitions were assigned, and when the last of them (of those
+    /// holding records) had its first record.
+    assigned: OnceLock<Instant>,
+    all_started: OnceLock<Instant>,
+    /// Partitions holding records that have not had their first yet.
+    not_started: AtomicUsize,
     /// Where and why the first record failed to decode.
     first_failure: OnceLock<String>,
     done: Notify,
@@ -58,6 +65,7 @@ struct Progress {
 
 impl Progress {
     fn new(expected: Vec<u64>, policy: AckPolicy) -> Self {
+        let holding = expected.iter().filter(|&&n| n > 0).count();
         Self {
             slots: expected.iter().map(|_| Slot::default()).collect(),
             // Partitions without records are done from the start.
@@ -66,9 +74,21 @@ impl Progress {
             policy,
             first: OnceLock::new(),
             last: OnceLock::new(),
+            assigned: OnceLock::new(),
+            all_started: OnceLock::new(),
+            not_started: AtomicUsize::new(holding),
             first_failure: OnceLock::new(),
             done: Notify::new(),
         }
+    }
+
+    /// The time from the assignment to the first record of every partition, once known.
+    fn startup(&self) -> Option<Duration> {
+        Some(
+            self.all_started
+                .get()?
+                .duration_since(*self.assigned.get()?),
+        )
     }
 
     /// A record of `partition` was handled.
@@ -108,6 +128,12 @@ impl Progress {
     /// Partition `p` has `finished` records finished: the last partition to reach its records
     /// ends the run.
     fn finished(&self, p: usize, finished: u64) {
+        if finished == 1
+            && self.expected[p] > 0
+            && self.not_started.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            let _ = self.all_started.set(Instant::now());
+        }
         if finished == self.expected[p]
             && self.partitions_done.fetch_add(1, Ordering::AcqRel) + 1 == self.expected.len()
         {
@@ -218,21 +244,43 @@ pub(crate) fn subscriber<B: Broker>(
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let contents = read_contents(args)?;
     let policy: AckPolicy = args.policy.parse()?;
-    let progress = Arc::new(Progress::new(contents.expected(), policy));
+    let mut expected = contents.expected();
+    if let Some((slow, _)) = args.slow {
+        // Only the others are measured: the run ends when they are done.
+        if let Some(n) = usize::try_from(slow).ok().and_then(|i| expected.get_mut(i)) {
+            *n = 0;
+        }
+    }
+    let progress = Arc::new(Progress::new(expected, policy));
     let mut broker = KafkaBroker::new(&args.bootstrap).with_state(progress.clone());
     for (k, v) in &args.config {
         broker = broker.config(k, v);
     }
+    let p = progress.clone();
+    broker.observe(move |event| {
+        if let Event::Assigned { partitions, .. } = event
+            && !partitions.is_empty()
+        {
+            let _ = p.assigned.set(Instant::now());
+        }
+    });
     let group = format!("bench-{}-{}", args.policy, std::process::id());
     let subscriber = subscriber(&broker, &args.topic, &group, policy, args);
     let p = progress.clone();
-    if let Some(io) = args.handler_sleep {
+    if args.handler_sleep.is_some() || args.slow.is_some() {
         // Stands in for an I/O call: counted when it completes.
+        let (io, slow) = (args.handler_sleep, args.slow);
         subscriber.handle(move |Decoded(order): Decoded, msg: KafkaMessage| {
             std::hint::black_box(order);
             let p = p.clone();
+            let wait = match slow {
+                Some((slow, ms)) if msg.partition() == slow => Some(ms),
+                _ => io,
+            };
             async move {
-                crate::timer::sleep(io).await;
+                if let Some(d) = wait.filter(|d| !d.is_zero()) {
+                    crate::timer::sleep(d).await;
+                }
                 if policy == AckPolicy::Manual {
                     msg.ack().await?;
                 }
@@ -269,19 +317,34 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         }
     };
     app.shutdown().await.map_err(|e| e.to_string())?; // synchronous commit of what finished
-    let mut committed = Vec::with_capacity(contents.partitions().len());
-    for partition in 0..contents.partitions().len() as i32 {
-        committed.push(
-            broker
-                .committed_offset(&group, &args.topic, partition)
-                .await
-                .map_err(|e| e.to_string())?
-                .unwrap_or(0),
-        );
-    }
     if let Some(kb) = peak_rss_kb() {
         println!("peak_rss_kb={kb}");
     }
+    if let Some(startup) = progress.startup() {
+        println!(
+            "first_record_of_every_partition_ms={:.0}",
+            startup.as_secs_f64() * 1000.0
+        );
+    }
+    if let Some((slow, ms)) = args.slow {
+        let counts = progress.counts();
+        let of_slow = usize::try_from(slow)
+            .ok()
+            .and_then(|i| counts.finished.get(i))
+            .copied()
+            .unwrap_or(0);
+        let others = counts.total() - of_slow;
+        let rate = others as f64 / elapsed.as_secs_f64();
+        println!(
+            "policy={} slow_partition={slow} slow_ms={} others={others} elapsed_s={:.3}",
+            args.policy,
+            ms.as_millis(),
+            elapsed.as_secs_f64()
+        );
+        println!("others_msgs_per_s={rate:.0}");
+        return Ok(());
+    }
+    let committed = crate::committed_offsets(args, &group, contents.partitions().len())?;
     report(
         &args.policy,
         &contents,

@@ -100,6 +100,45 @@ pub(crate) fn partition_count(args: &args::Args) -> Result<i32, String> {
         .ok_or_else(|| format!("topic {} does not exist", args.topic))
 }
 
+/// The committed offset of each of `partitions` partitions of `topic` for the consumer's
+/// group (0 where none), in one request.
+pub(crate) fn committed_of<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: usize,
+) -> Result<Vec<i64>, String> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition(topic, p);
+    }
+    let list = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let mut committed = vec![0; partitions];
+    for e in list.elements() {
+        if let (rdkafka::Offset::Offset(o), Some(c)) =
+            (e.offset(), committed.get_mut(e.partition() as usize))
+        {
+            *c = o;
+        }
+    }
+    Ok(committed)
+}
+
+/// `group`'s committed offsets of `--topic` (see [`committed_of`]).
+pub(crate) fn committed_offsets(
+    args: &args::Args,
+    group: &str,
+    partitions: usize,
+) -> Result<Vec<i64>, String> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("group.id", group);
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    tokio::task::block_in_place(|| committed_of(&consumer, &args.topic, partitions))
+}
+
 /// Prints the result lines of a consuming run, after checking that `committed` (the group's
 /// committed offset per partition, 0 where none) reached the end of every partition. The last
 /// line is what other tools read. `first_failure` describes the first record that did not

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{ClientConfig, Message, Offset};
+use rdkafka::{ClientConfig, Message};
 
 use crate::args::Args;
 use crate::count::{Quiet, Tally, quiet_error};
@@ -74,24 +74,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
         // Auto commit is periodic; flush what was stored so the check below sees it.
         let _ = consumer.commit_consumer_state(CommitMode::Sync);
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..tally.counts().finished.len() as i32 {
-            tpl.add_partition(&topic, p);
-        }
-        let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(30))
-            .map_err(|e| e.to_string())
-            .map(|list| {
-                let mut committed = vec![0; tally.counts().finished.len()];
-                for e in list.elements() {
-                    if let (Offset::Offset(o), Some(c)) =
-                        (e.offset(), committed.get_mut(e.partition() as usize))
-                    {
-                        *c = o;
-                    }
-                }
-                committed
-            })?;
+        let committed = crate::committed_of(&consumer, &topic, tally.counts().finished.len())?;
         Ok::<_, String>((elapsed, tally.counts().clone(), first_failure, committed))
     })
     .await
