@@ -55,6 +55,9 @@ pub(crate) struct DriverContext {
     failed: AtomicBool,
     /// Main-queue events served by the callbacks so far.
     served: AtomicU64,
+    /// Rebalances (assignments and revokes) so far: a run of records popped before one must
+    /// not be handed to an inbox opened by it.
+    rebalances: AtomicU64,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -92,6 +95,7 @@ impl ClientContext for DriverContext {
 impl ConsumerContext for DriverContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.served.fetch_add(1, Ordering::Relaxed);
+        self.rebalances.fetch_add(1, Ordering::Release);
         match rebalance {
             Rebalance::Assign(tpl) => self.assigned(tpl),
             Rebalance::Revoke(tpl) => self.revoked(tpl, consumer.assignment_lost()),
@@ -232,6 +236,11 @@ impl DriverContext {
         self.served.load(Ordering::Relaxed)
     }
 
+    /// How many rebalances the callbacks have seen so far.
+    pub(crate) fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
+    }
+
     /// Blocks the rebalance until the runtime has drained the partitions and committed; or,
     /// if the assignment was `lost` (another member may own the partitions already), until it
     /// has fenced them, which it does at once, without a drain or a commit.
@@ -319,6 +328,7 @@ impl KafkaConsumer {
             wakeup: wakeup.clone(),
             failed: AtomicBool::new(false),
             served: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
         };
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)

@@ -88,10 +88,8 @@ impl PartitionFeed for KafkaFeed {
     /// over for this partition are dropped, so the next record returned is `offset`.
     fn seek(&mut self, offset: i64) -> Result<(), BackendError> {
         self.taken.clear();
-        let mut state = self.inbox.state();
-        state.records.clear();
-        state.seek = Some(offset);
-        drop(state);
+        self.inbox.discard();
+        self.inbox.state().seek = Some(offset);
         self.wakeup.seek(self.inbox.clone());
         Ok(())
     }
@@ -197,12 +195,28 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_inbox_ends_the_feed_after_its_records() {
+    fn a_closed_inbox_drops_what_the_feed_has_not_taken_and_ends_it() {
         let (mut feed, inbox, _) = feed();
         let mut batch = vec![record(0)];
         inbox.hand_over(&mut batch);
         inbox.close();
-        assert_eq!(next_now(&mut feed), Some(Some(0)));
         assert_eq!(next_now(&mut feed), Some(None));
+    }
+
+    #[test]
+    fn a_seek_releases_the_budget_of_what_it_drops() {
+        // One partition may hold 10 records: a seek that drops 10 must leave room for 10.
+        let (mut feed, inbox, _) = feed_with(BufferBudget::new(usize::MAX, 10));
+        let mut batch: Vec<Record> = (0..10).map(record).collect();
+        assert_eq!(inbox.hand_over(&mut batch), None);
+        feed.seek(0).unwrap();
+        inbox.state().seek = None; // the poll thread has sought
+        let mut again: Vec<Record> = (0..10).map(record).collect();
+        assert_eq!(
+            inbox.hand_over(&mut again),
+            None,
+            "all of it admitted again"
+        );
+        assert_eq!(next_now(&mut feed), Some(Some(0)));
     }
 }

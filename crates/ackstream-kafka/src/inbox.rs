@@ -138,7 +138,18 @@ impl Inbox {
         Ok(true)
     }
 
-    /// Closes the inbox: the feed ends once it has taken what is left.
+    /// Drops what the feed has not taken (for a seek: none of it may be delivered now).
+    pub(crate) fn discard(&self) {
+        let mut state = self.state();
+        state.records.clear();
+        let dropped = std::mem::take(&mut state.queued);
+        if !state.closed {
+            self.budget.release(dropped);
+        }
+    }
+
+    /// Closes the inbox: what the feed has not taken is dropped (an ended assignment delivers
+    /// nothing more), and the feed ends.
     pub(crate) fn close(&self) {
         let mut state = self.state();
         if !state.closed {
@@ -146,6 +157,8 @@ impl Inbox {
             self.budget.release(state.held());
             self.budget.partition_released();
         }
+        state.records = VecDeque::new();
+        state.queued = Held::default();
         drop(state);
         self.arrived.notify_one();
     }

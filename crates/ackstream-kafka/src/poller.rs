@@ -93,8 +93,10 @@ pub(crate) struct Poller {
     /// The inboxes records were routed to, by topic and partition (the consumer's context
     /// holds the current ones; this is the poll thread's copy).
     routes: HashMap<String, Vec<Option<Arc<Inbox>>>>,
-    /// The run being collected: records of one partition, popped in a row.
+    /// The run being collected: records of one partition, popped in a row, within one
+    /// assignment (the rebalance count it began at).
     run: Option<Arc<Inbox>>,
+    run_rebalances: u64,
     batch: Vec<Record>,
     chunks: BytesMut,
     /// Partitions paused at the budget's limit, to resume once drained.
@@ -118,6 +120,7 @@ impl Poller {
             stop,
             routes: HashMap::new(),
             run: None,
+            run_rebalances: 0,
             batch: Vec::new(),
             chunks: BytesMut::new(),
             paused: Vec::new(),
@@ -170,11 +173,16 @@ impl Poller {
 
     /// Adds a record to the run, first handing the run over if it is another partition's.
     fn collect(&mut self, m: &BorrowedMessage<'_>) {
-        let same = self.run.as_ref().is_some_and(|inbox| {
-            inbox.tp.partition == m.partition() && *inbox.tp.topic == *m.topic()
-        });
+        // A rebalance since the run began may have ended its assignment and opened another
+        // for the same partition: records of the new one go to the new inbox.
+        let rebalances = self.consumer.context().rebalances();
+        let same = rebalances == self.run_rebalances
+            && self.run.as_ref().is_some_and(|inbox| {
+                inbox.tp.partition == m.partition() && *inbox.tp.topic == *m.topic()
+            });
         if !same {
             self.hand_over_run();
+            self.run_rebalances = rebalances;
             self.run = self.route(m.topic(), m.partition());
             if self.run.is_none() {
                 tracing::debug!(

@@ -325,6 +325,56 @@ pub async fn nack_under_concurrency_redelivers_only_the_nacked_record<F: Fixture
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(8));
 }
 
+/// Under `Ordering::Key` with more partitions than workers (each partition's part of what may
+/// be held is small), a key waiting out a nack's delay, with another record of it queued behind,
+/// still lets the partition's other keys run.
+pub async fn under_key_ordering_a_waiting_key_stops_no_other_key_however_many_partitions<
+    F: Fixture,
+>(
+    fx: &F,
+) {
+    const PARTITIONS: i32 = 8;
+    let (topic, group) = (unique("keywait"), unique("group"));
+    fx.create_topic(&topic, PARTITIONS).await;
+    let broker = fx.connect();
+    publish(&broker, &topic, 0, Some("a".into()), 0).await;
+    publish(&broker, &topic, 0, Some("a".into()), 1).await;
+    for i in 2..8 {
+        publish(&broker, &topic, 0, Some("b".into()), i).await;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_workers(2)
+        .ordering(Ordering::Key)
+        .handle(move |Offset(offset): Offset, Attempt(attempt): Attempt| {
+            let tx = tx.clone();
+            async move {
+                if (offset, attempt) == (0, 1) {
+                    return Err(NackMessage::after(std::time::Duration::from_secs(600)).into());
+                }
+                tx.send(offset).unwrap();
+                Ok::<(), HandlerError>(())
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let others = async {
+        let mut seen = BTreeSet::new();
+        while seen.len() < 6 {
+            seen.insert(rx.recv().await.unwrap());
+        }
+        seen
+    };
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(20), others)
+        .await
+        .expect("key b's records run while key a waits");
+    assert_eq!(seen, (2..8).collect::<BTreeSet<i64>>());
+    app.shutdown().await.unwrap();
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(0));
+}
+
 /// Under `Ordering::Key`, a nack's delay holds back only the nacked key: the partition is
 /// rewound at once, and the records of other keys are handled, and finished, while the nacked
 /// record waits out its delay (unfinished: the commit does not pass it meanwhile). With two

@@ -63,6 +63,7 @@ macro_rules! behaviour_suite {
             key_ordering_never_overlaps_a_key_and_keeps_its_order,
             nack_under_concurrency_redelivers_only_the_nacked_record,
             under_key_ordering_a_nack_delay_holds_back_only_its_key,
+            under_key_ordering_a_waiting_key_stops_no_other_key_however_many_partitions,
             commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
         );
         $crate::__module_tests!([$(#[$attr])*] $fixture, races,

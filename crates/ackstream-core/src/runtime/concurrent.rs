@@ -14,9 +14,9 @@
 //! record that ran takes in any nack made during the run before it starts its next record, so
 //! a lane never runs past its nacked record.
 //!
-//! Bounds: the subscriber's partitions hold at most `2 x max_workers` records together
-//! (running, waiting in a lane or for a permit), each an equal part of that, at least 1 and at
-//! most `max_workers` (see [`Pool::bound`]); plus as many more waiting out a nack's delay (so a
+//! Bounds: the subscriber's partitions hold about `2 x max_workers` records together
+//! (running, waiting in a lane or for a permit), each an equal part of that, at least 8 (or
+//! `max_workers` if less) and at most `max_workers` (see [`Pool::bound`]); plus as many more waiting out a nack's delay (so a
 //! key waiting out its delay does not stop the other keys). At its bound a partition reads
 //! nothing more, so the backend keeps (and stops fetching) the rest. So what is held does not
 //! grow with the number of partitions.
@@ -299,6 +299,11 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
     }
 }
 
+/// Records a partition may hold at least, however many partitions share the subscriber's
+/// bound: under `Ordering::Key`, records of a key waiting out a delay queue behind it and count
+/// as held, and with too small a part they would stop the partition's other keys.
+const MIN_HELD: usize = 8;
+
 /// What a subscriber's partitions share: its worker permits, and how many partitions it has
 /// (each one's part of what may be held).
 #[derive(Debug)]
@@ -327,13 +332,14 @@ impl Pool {
         self.partitions.store(n, Atomic::Relaxed);
     }
 
-    /// How many records one partition may hold: its part of `2 x max_workers`, at least 1 and
-    /// at most `max_workers`.
+    /// How many records one partition may hold: its part of `2 x max_workers`, at least
+    /// [`MIN_HELD`] (or `max_workers` if less) and at most `max_workers`.
     fn bound(&self) -> usize {
         let n = self.partitions.load(Atomic::Relaxed).max(1);
+        let floor = MIN_HELD.min(self.max_workers);
         (2 * self.max_workers)
             .div_ceil(n)
-            .clamp(1, self.max_workers)
+            .clamp(floor, self.max_workers)
     }
 }
 
