@@ -14,12 +14,13 @@
 //! record that ran takes in any nack made during the run before it starts its next record, so
 //! a lane never runs past its nacked record.
 //!
-//! Bounds: the subscriber's partitions hold about `2 x max_workers` records together
-//! (running, waiting in a lane or for a permit), each an equal part of that, at least 8 (or
-//! `max_workers` if less) and at most `max_workers` (see [`Pool::bound`]); plus as many more waiting out a nack's delay (so a
-//! key waiting out its delay does not stop the other keys). At its bound a partition reads
-//! nothing more, so the backend keeps (and stops fetching) the rest. So what is held does not
-//! grow with the number of partitions.
+//! Bounds: the subscriber's partitions hold at most `2 x max_workers` records together
+//! (running, waiting in a lane or for a permit), each an equal part of that, at least 1 and at
+//! most `max_workers` (see [`Pool::bound`]), so what is held does not grow with the number of
+//! partitions; plus as many more (at least 8) that cannot run yet: waiting out a nack's delay,
+//! or queued behind one in their lane (so a key waiting out its delay does not stop the other
+//! keys). At
+//! its bound a partition reads nothing more, so the backend keeps (and stops fetching) the rest.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -106,6 +107,12 @@ struct Dispatch<H, T> {
     /// Of those, records waiting out a nack's delay: they hold no worker, and up to the bound
     /// of them take no place in it, so a key waiting out its delay does not stop the others.
     sleeping: usize,
+    /// Lanes whose next record waits out a delay, with how many records are queued behind it:
+    /// those cannot run before it, so (with the sleeping ones, up to the bound) they take no
+    /// place in the bound either.
+    asleep: HashMap<Lane, usize>,
+    /// The records queued in `asleep` lanes.
+    blocked: usize,
     /// Records whose turn came, waiting for a worker permit, first come first served.
     needs_permit: VecDeque<(Item, Lane)>,
     running: FuturesUnordered<BoxFuture<'static, Done>>,
@@ -162,6 +169,10 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
                     .position(|q| q.offset() > item.offset())
                     .unwrap_or(queue.len());
                 queue.insert(at, item);
+                if let Some(behind) = self.asleep.get_mut(&lane) {
+                    *behind += 1;
+                    self.blocked += 1;
+                }
                 return;
             }
             self.busy.insert(lane.clone(), VecDeque::new());
@@ -180,6 +191,11 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
             if at > std::time::Instant::now() {
                 drop(permit);
                 self.sleeping += 1;
+                if lane != Lane::Free {
+                    let behind = self.busy.get(&lane).map_or(0, VecDeque::len);
+                    self.asleep.insert(lane.clone(), behind);
+                    self.blocked += behind;
+                }
                 let stop = self.stop.clone();
                 self.running.push(Box::pin(async move {
                     let wait = at.saturating_duration_since(std::time::Instant::now());
@@ -272,6 +288,9 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
             }
             Done::Due { lane, record } => {
                 self.sleeping -= 1;
+                if let Some(behind) = self.asleep.remove(&lane) {
+                    self.blocked -= behind;
+                }
                 self.with_permit(
                     Item::Retry(Retry {
                         record,
@@ -299,10 +318,8 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
     }
 }
 
-/// Records a partition may hold at least, however many partitions share the subscriber's
-/// bound: under `Ordering::Key`, records of a key waiting out a delay queue behind it and count
-/// as held, and with too small a part they would stop the partition's other keys.
-const MIN_HELD: usize = 8;
+/// Records that cannot run yet a partition may hold beyond its bound, at least.
+const MIN_WAITING: usize = 8;
 
 /// What a subscriber's partitions share: its worker permits, and how many partitions it has
 /// (each one's part of what may be held).
@@ -332,14 +349,20 @@ impl Pool {
         self.partitions.store(n, Atomic::Relaxed);
     }
 
-    /// How many records one partition may hold: its part of `2 x max_workers`, at least
-    /// [`MIN_HELD`] (or `max_workers` if less) and at most `max_workers`.
+    /// How many records of one partition that cannot run yet (waiting out a delay, or queued
+    /// behind one) take no place in its bound: its bound, but at least [`MIN_WAITING`] (or
+    /// `max_workers` if less), so a partition with a small part still reads past a waiting key.
+    fn waiting_bound(&self) -> usize {
+        self.bound().max(MIN_WAITING.min(self.max_workers))
+    }
+
+    /// How many records one partition may hold: its part of `2 x max_workers`, at least 1
+    /// and at most `max_workers`.
     fn bound(&self) -> usize {
         let n = self.partitions.load(Atomic::Relaxed).max(1);
-        let floor = MIN_HELD.min(self.max_workers);
         (2 * self.max_workers)
             .div_ceil(n)
-            .clamp(floor, self.max_workers)
+            .clamp(1, self.max_workers)
     }
 }
 
@@ -366,6 +389,8 @@ pub(super) async fn run<F, H, T>(
         busy: HashMap::new(),
         held: 0,
         sleeping: 0,
+        asleep: HashMap::new(),
+        blocked: 0,
         needs_permit: VecDeque::new(),
         running: FuturesUnordered::new(),
         in_run: HashSet::new(),
@@ -391,7 +416,8 @@ pub(super) async fn run<F, H, T>(
             continue;
         }
         let bound = pool.bound();
-        let room = d.needs_permit.is_empty() && d.held - d.sleeping.min(bound) < bound;
+        let waiting_out = (d.sleeping + d.blocked).min(pool.waiting_bound());
+        let room = d.needs_permit.is_empty() && d.held - waiting_out < bound;
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
