@@ -317,7 +317,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         }
     };
     app.shutdown().await.map_err(|e| e.to_string())?; // synchronous commit of what finished
-    if let Some(kb) = peak_rss_kb() {
+    if let Some(kb) = crate::peak_rss_kb() {
         println!("peak_rss_kb={kb}");
     }
     if let Some(startup) = progress.startup() {
@@ -353,13 +353,6 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         elapsed,
         &committed,
     )
-}
-
-/// The process's peak resident memory (Linux `VmHWM`).
-fn peak_rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -139,6 +139,13 @@ pub(crate) fn committed_offsets(
     tokio::task::block_in_place(|| committed_of(&consumer, &args.topic, partitions))
 }
 
+/// The process's peak resident memory (Linux `VmHWM`).
+pub(crate) fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Prints the result lines of a consuming run, after checking that `committed` (the group's
 /// committed offset per partition, 0 where none) reached the end of every partition. The last
 /// line is what other tools read. `first_failure` describes the first record that did not

@@ -79,6 +79,9 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())??;
+    if let Some(kb) = crate::peak_rss_kb() {
+        println!("peak_rss_kb={kb}");
+    }
     report(
         &args.policy,
         &contents,
