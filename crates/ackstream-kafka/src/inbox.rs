@@ -163,6 +163,12 @@ impl Inbox {
         self.arrived.notify_one();
     }
 
+    /// How many records' room an emptied buffer of this partition may keep: its share of the
+    /// budget (within 16 and 4,096), so the rooms kept add up to no more than the shares.
+    pub(crate) fn kept_capacity(&self) -> usize {
+        self.budget.share().records.clamp(16, 4096)
+    }
+
     /// Whether the poll thread may fetch this paused partition again.
     pub(crate) fn resumable(&self) -> bool {
         let state = self.state();
