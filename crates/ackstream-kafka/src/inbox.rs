@@ -75,17 +75,32 @@ impl Inbox {
     /// was asked for since, or the inbox closed); returns the first refused record's offset,
     /// the records from there on staying in `batch`.
     pub(crate) fn hand_over(&self, batch: &mut Vec<Record>) -> Option<i64> {
+        self.append(batch, true)
+    }
+
+    /// Appends every record of `batch`, over the budget if need be (when a refused record
+    /// cannot be given back to librdkafka, keeping it is the only way not to skip it).
+    pub(crate) fn hand_over_all(&self, batch: &mut Vec<Record>) {
+        self.append(batch, false);
+    }
+
+    /// Appends what the budget admits of `batch` (all of it unless `within_budget`); returns
+    /// the first record left in `batch`'s offset.
+    fn append(&self, batch: &mut Vec<Record>, within_budget: bool) -> Option<i64> {
         let mut state = self.state();
         if state.seek.is_some() || state.closed {
             batch.clear();
             return None;
         }
-        let n = self.budget.admit(state.held(), batch);
+        let n = if within_budget {
+            self.budget.admit(state.held(), batch)
+        } else {
+            batch.len()
+        };
         let refused = batch.get(n).map(|r| r.offset);
         let mut taken = Held::default();
         for record in batch.drain(..n) {
-            let size = Held::of(&record);
-            taken.bytes += size.bytes;
+            taken.bytes += Held::of(&record).bytes;
             taken.records += 1;
             state.records.push_back(record);
         }
@@ -97,27 +112,6 @@ impl Inbox {
             self.arrived.notify_one();
         }
         refused
-    }
-
-    /// Appends every record of `batch`, over the budget if need be (when a refused record
-    /// cannot be given back to librdkafka, keeping it is the only way not to skip it).
-    pub(crate) fn hand_over_all(&self, batch: &mut Vec<Record>) {
-        let mut state = self.state();
-        if state.seek.is_some() || state.closed {
-            batch.clear();
-            return;
-        }
-        let mut taken = Held::default();
-        for record in batch.drain(..) {
-            taken.bytes += Held::of(&record).bytes;
-            taken.records += 1;
-            state.records.push_back(record);
-        }
-        state.queued.bytes += taken.bytes;
-        state.queued.records += taken.records;
-        self.budget.hold(taken);
-        drop(state);
-        self.arrived.notify_one();
     }
 
     /// Hands the feed everything queued (into `into`, which must be empty: the feed has
