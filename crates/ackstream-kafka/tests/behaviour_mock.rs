@@ -128,10 +128,19 @@ async fn a_10_mb_record_is_refused_at_publish_with_a_clear_error() {
     assert!(text.to_lowercase().contains("too large"), "{text}");
 }
 
-/// The schedule explorer on the mock cluster: 24 schedules side by side (each joins its own
-/// group, which costs the mock's 3 s initial delay), one member each (a rebalance on the mock
-/// refuses commits for seconds; membership changes are explored on the in-memory broker).
+/// The schedule explorer on the mock cluster, one member each: 24 schedules side by side (each
+/// joins its own group, which costs the mock's 3 s initial delay).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explorer_on_the_mock_cluster() {
     ackstream_suite::explorer::explore(&MockFixture::new(), 1..25, 24, false).await;
+}
+
+/// The schedule explorer on the mock cluster with members joining, leaving, churning and
+/// restarting: 24 more schedules, where seeks, commits and revokes of real librdkafka
+/// rebalances interleave with settles from other tasks and threads. The mock refuses commits
+/// while a rebalance is in progress, so each schedule waits for its members' commits to reach
+/// the end before it shuts them down (see `accepts_commits_while_rebalancing`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explorer_with_membership_changes_on_the_mock_cluster() {
+    ackstream_suite::explorer::explore(&MockFixture::new(), 1001..1025, 24, true).await;
 }

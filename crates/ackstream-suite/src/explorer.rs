@@ -413,6 +413,20 @@ impl Log {
             .count()
     }
 
+    /// Whether the group's committed offset of every partition was last read as `end`.
+    fn committed_to(&self, topic: &str, partitions: i32, end: i64) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        for (_, e) in entries.iter() {
+            if let Entry::Committed { tp, offset } = e
+                && &*tp.topic == topic
+            {
+                last.insert(tp.partition, *offset);
+            }
+        }
+        (0..partitions).all(|p| last.get(&p) == Some(&end))
+    }
+
     /// Whether every record is finished in its latest delivery and stored past.
     fn done(&self, topic: &str, partitions: i32, per_partition: usize) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -720,6 +734,12 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                 }
             }
             wait_until(log, done).await;
+            if !fx.accepts_commits_while_rebalancing() {
+                // The final commits of a shutdown during a rebalance would be refused: wait for
+                // the members' own (retried) commits to reach the end first.
+                let ends = s.per_partition as i64;
+                wait_until(log, move |log| log.committed_to(topic, s.partitions, ends)).await;
+            }
             // Together: one leaving first would rebalance the other before its final commit.
             let second = apps.pop();
             let first = apps.pop();
