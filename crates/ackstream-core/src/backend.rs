@@ -12,9 +12,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
+use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
 use crate::record::{OutgoingRecord, Record, RecordPosition, TopicPartition};
-use crate::subscriber::SubscriberConfig;
 
 /// A broker implementation: makes consumers and publishes records.
 pub trait Backend: Send + Sync + 'static {

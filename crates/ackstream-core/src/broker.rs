@@ -15,8 +15,9 @@ use crate::backend::Backend;
 use crate::error::{BackendError, ConfigError};
 use crate::event::{Event, Observer};
 use crate::record::{Header, OutgoingRecord, RecordPosition};
+use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
-use crate::subscriber::{StartContext, SubscriberBuilder, Subscription};
+use crate::subscriber::SubscriberBuilder;
 
 /// The machinery every broker shares: its backend and its registered subscribers.
 pub struct BrokerCore<B: Backend> {

@@ -14,8 +14,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::interrupt::SettleStatus;
 use crate::record::TopicPartition;
-use crate::settle::SettleStatus;
 
 /// Something that happened to a subscriber or one of its records.
 #[derive(Clone, Debug)]

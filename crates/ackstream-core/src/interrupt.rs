@@ -91,3 +91,21 @@ impl From<RejectMessage> for Disposition {
         Disposition::Reject
     }
 }
+
+/// What a settle did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleStatus {
+    /// The delivery was settled as given. A nack whose record ran out of attempts is reported
+    /// as the reject it became.
+    Settled(Disposition),
+    /// The delivery had already been settled; nothing changed.
+    AlreadySettled,
+    /// The delivery no longer counts: its partition was revoked (its next owner delivers it
+    /// again), or it was superseded by a later delivery of the same record. Nothing changed.
+    Stale,
+}
+
+/// The longest a nack's delay (or a failure's backoff) can be: longer ones are capped, so no
+/// delay can overflow the clock. A record waiting that long is still unfinished and holds its
+/// partition's commit back; a revoke or a restart redelivers it from Kafka.
+pub const MAX_NACK_DELAY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);

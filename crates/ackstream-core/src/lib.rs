@@ -18,6 +18,7 @@ pub mod backend;
 mod backoff;
 mod broker;
 mod buffer;
+mod config;
 pub mod dead_letter;
 mod error;
 pub mod event;
@@ -39,15 +40,17 @@ pub mod tracker;
 pub use backoff::Backoff;
 pub use broker::{Broker, BrokerCore, Publish, Runnable};
 pub use buffer::BufferBudget;
+pub use config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 pub use error::{BackendError, BoxError, ConfigError, HandlerError};
 pub use handler::{Handler, HandlerFuture};
-pub use interrupt::{AckMessage, Disposition, NackAfter, NackMessage, RejectMessage};
+pub use interrupt::{
+    AckMessage, Disposition, MAX_NACK_DELAY, NackAfter, NackMessage, RejectMessage, SettleStatus,
+};
 pub use message::{KafkaMessage, SettleError};
 pub use ordering::Ordering;
 pub use outcome::{IntoOutcome, Outcome};
 pub use policy::AckPolicy;
 pub use record::{Header, Headers, OutgoingRecord, Record, RecordPosition, TopicPartition};
-pub use settle::{MAX_NACK_DELAY, SettleStatus};
 pub use shutdown::Shutdown;
 pub use state::StateMap;
-pub use subscriber::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberBuilder, SubscriberConfig};
+pub use subscriber::SubscriberBuilder;

@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use crate::error::BackendError;
 use crate::interrupt::Disposition;
+use crate::interrupt::SettleStatus;
 use crate::record::{Headers, Record, TopicPartition};
-use crate::settle::{PartitionContext, SettleStatus};
+use crate::settle::PartitionContext;
 use crate::tracker::DeliveryId;
 
 /// One delivery of a Kafka record, with `ack`, `nack` and `reject`.

@@ -20,27 +20,9 @@ use tokio::sync::Notify;
 use crate::backend::{OffsetStore, PartitionOffset};
 use crate::dead_letter::DeadLetters;
 use crate::event::{Event, Observer};
-use crate::interrupt::Disposition;
+use crate::interrupt::{Disposition, MAX_NACK_DELAY, SettleStatus};
 use crate::record::{Record, TopicPartition};
 use crate::tracker::{Delivered, DeliveryId, OffsetTracker, TrackerError};
-
-/// What a settle did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SettleStatus {
-    /// The delivery was settled as given. A nack whose record ran out of attempts is reported
-    /// as the reject it became.
-    Settled(Disposition),
-    /// The delivery had already been settled; nothing changed.
-    AlreadySettled,
-    /// The delivery no longer counts: its partition was revoked (its next owner delivers it
-    /// again), or it was superseded by a later delivery of the same record. Nothing changed.
-    Stale,
-}
-
-/// The longest a nack's delay (or a failure's backoff) can be: longer ones are capped, so no
-/// delay can overflow the clock. A record waiting that long is still unfinished and holds its
-/// partition's commit back; a revoke or a restart redelivers it from Kafka.
-pub const MAX_NACK_DELAY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// Subscriber settings the settle path needs.
 #[derive(Debug)]

@@ -1,86 +1,15 @@
 //! Subscribers: which topics, which group, which policy, which handler.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
-
-use futures_util::future::BoxFuture;
 
 use crate::AckPolicy;
 use crate::backend::Backend;
 use crate::broker::BrokerCore;
-use crate::error::{BackendError, ConfigError};
-use crate::event::Observer;
+use crate::config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
+use crate::error::ConfigError;
 use crate::handler::Handler;
 use crate::ordering::Ordering;
-use crate::state::StateMap;
-
-/// Where a consumer group without a committed offset starts reading (Kafka's `auto.offset.reset`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum OffsetReset {
-    /// From the first record still in the partition.
-    Earliest,
-    /// From the next record published (Kafka's default).
-    #[default]
-    Latest,
-}
-
-/// How many times a record that cannot be decoded is delivered under `NackOnError` before it is
-/// rejected, unless the subscriber sets `max_attempts`. A payload that does not decode will not
-/// decode the next time either; a few attempts only cover decoders with external state.
-pub const DEFAULT_DECODE_ATTEMPTS: u32 = 3;
-
-/// A subscriber's resolved settings, as the runtime and the backends see them.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct SubscriberConfig {
-    /// Topics to consume.
-    pub topics: Vec<String>,
-    /// Consumer group; `None` consumes every partition without committing.
-    pub group_id: Option<String>,
-    /// Start position for a group without a committed offset.
-    pub offset_reset: OffsetReset,
-    /// When the framework settles.
-    pub ack_policy: AckPolicy,
-    /// Deliveries of a record after which a nack becomes a reject (`None`: unlimited).
-    pub max_attempts: Option<u32>,
-    /// Deliveries of an undecodable record before it is rejected under `NackOnError`.
-    pub max_decode_attempts: u32,
-    /// The wait before a failed record (handler error or panic, decode failure) is delivered
-    /// again under `NackOnError`.
-    pub retry_backoff: crate::Backoff,
-    /// Manual policy: an ack also finishes earlier records the handler left unsettled.
-    pub manual_cumulative: bool,
-    /// Records of this subscriber in flight at once, over all its partitions (`None`: one per
-    /// partition, partitions side by side).
-    pub max_workers: Option<usize>,
-    /// Which records of a partition may be in flight together.
-    pub ordering: Ordering,
-    /// Where rejected records are published before they are committed past.
-    pub dead_letter_topic: Option<String>,
-    /// What the subscriber may hold of records read ahead of its handler, over all its
-    /// partitions.
-    pub buffer: crate::BufferBudget,
-    /// Backend settings passed through as given (for Kafka: librdkafka configuration).
-    pub settings: Vec<(String, String)>,
-    /// Whether the handler reads record headers; a backend may skip decoding them if not.
-    pub reads_headers: bool,
-}
-
-impl SubscriberConfig {
-    /// The topics joined with commas, for messages.
-    pub fn topics_label(&self) -> String {
-        self.topics.join(",")
-    }
-
-    /// The value of a passthrough setting, if given.
-    pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
+use crate::runtime::subscription::HandlerSubscription;
 
 /// Configures a subscriber; finish with [`handle`](Self::handle). Created by
 /// [`Broker::subscriber`](crate::Broker::subscriber).
@@ -378,11 +307,8 @@ impl<B: Backend> SubscriberBuilder<B> {
         self.core.backend().check_subscriber(&config)?;
         // Dead letters carry the record's headers along.
         config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
-        self.core.register(Arc::new(HandlerSubscription {
-            config: Arc::new(config),
-            handler,
-            _marker: PhantomData,
-        }));
+        self.core
+            .register(Arc::new(HandlerSubscription::new(config, handler)));
         Ok(())
     }
 
@@ -397,49 +323,5 @@ impl<B: Backend> SubscriberBuilder<B> {
         if let Err(e) = self.try_handle(handler) {
             panic!("{e}");
         }
-    }
-}
-
-/// What the runtime needs to start one subscriber.
-#[derive(Clone, Debug)]
-pub(crate) struct StartContext {
-    pub(crate) state: StateMap,
-    pub(crate) observer: Option<Observer>,
-    pub(crate) shutdown: crate::Shutdown,
-    pub(crate) drain_timeout: std::time::Duration,
-}
-
-/// A registered subscriber, its handler type erased.
-pub(crate) trait Subscription<B: Backend>: Send + Sync + 'static {
-    fn check(&self, state: &StateMap) -> Result<(), ConfigError>;
-    fn start(
-        &self,
-        backend: Arc<B>,
-        ctx: StartContext,
-    ) -> BoxFuture<'static, Result<(), BackendError>>;
-}
-
-struct HandlerSubscription<H, T> {
-    config: Arc<SubscriberConfig>,
-    handler: H,
-    _marker: PhantomData<fn() -> T>,
-}
-
-impl<B: Backend, H: Handler<T>, T: 'static> Subscription<B> for HandlerSubscription<H, T> {
-    fn check(&self, state: &StateMap) -> Result<(), ConfigError> {
-        H::check(state)
-    }
-
-    fn start(
-        &self,
-        backend: Arc<B>,
-        ctx: StartContext,
-    ) -> BoxFuture<'static, Result<(), BackendError>> {
-        Box::pin(crate::runtime::run_subscription(
-            backend,
-            self.config.clone(),
-            self.handler.clone(),
-            ctx,
-        ))
     }
 }

@@ -36,13 +36,13 @@ use tokio_util::sync::CancellationToken;
 use super::partition::{self, Offered};
 use super::policy;
 use crate::backend::PartitionFeed;
+use crate::config::SubscriberConfig;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
 use crate::ordering::Ordering;
 use crate::record::Record;
 use crate::settle::{PartitionContext, Retry};
 use crate::state::StateMap;
-use crate::subscriber::SubscriberConfig;
 
 /// Which lane a record runs in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -15,6 +15,7 @@
 mod concurrent;
 mod partition;
 mod policy;
+pub(crate) mod subscription;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,13 +26,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, Consumer, ConsumerEvent, OffsetStore, PartitionFeed};
+use crate::config::SubscriberConfig;
 use crate::dead_letter::DeadLetters;
 use crate::error::BackendError;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::record::TopicPartition;
 use crate::settle::{PartitionContext, SettleConfig};
-use crate::subscriber::{StartContext, SubscriberConfig};
+use subscription::StartContext;
 
 struct Worker {
     ctx: Arc<PartitionContext>,

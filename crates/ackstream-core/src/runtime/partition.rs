@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::policy;
 use crate::backend::PartitionFeed;
+use crate::config::SubscriberConfig;
 use crate::handler::Handler;
 use crate::message::KafkaMessage;
 use crate::record::Record;
 use crate::settle::{Delivery, PartitionContext, Retry};
 use crate::shutdown::Shutdown;
 use crate::state::StateMap;
-use crate::subscriber::SubscriberConfig;
 
 /// Records handled per unit of tokio's cooperative budget (128 units per turn).
 pub(super) const BUDGET_EVERY: u32 = 8;

@@ -7,13 +7,13 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::AckPolicy;
+use crate::config::SubscriberConfig;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::interrupt::Disposition;
 use crate::message::KafkaMessage;
 use crate::outcome::Outcome;
 use crate::state::StateMap;
-use crate::subscriber::SubscriberConfig;
 
 /// Runs the handler for one delivery and settles it as the policy says.
 pub(super) async fn process<H: Handler<T>, T>(

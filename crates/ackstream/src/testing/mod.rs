@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+mod consumer;
 mod feed;
 mod group;
 mod log;
@@ -51,10 +52,11 @@ use ackstream_core::{
 };
 use tokio::sync::mpsc;
 
-pub use feed::{MemoryConsumer, MemoryFeed};
+pub use consumer::MemoryConsumer;
+pub use feed::MemoryFeed;
 pub use partitioner::{murmur2, partition_for_key};
 
-use self::feed::GroupOffsets;
+use self::consumer::GroupOffsets;
 use self::group::Group;
 use self::log::{Topics, lock};
 
