@@ -11,7 +11,7 @@ use crate::error::BackendError;
 use crate::interrupt::Disposition;
 use crate::interrupt::SettleStatus;
 use crate::record::{Headers, Record, TopicPartition};
-use crate::settle::PartitionContext;
+use crate::settle::{self, PartitionContext, Plan};
 use crate::tracker::DeliveryId;
 
 /// One delivery of a Kafka record, with `ack`, `nack` and `reject`.
@@ -176,88 +176,45 @@ impl KafkaMessage {
     }
 
     async fn settle(&self, disposition: Disposition) -> SettleStatus {
-        let limit = self.0.partition.config.max_attempts;
-        let why = match disposition {
-            Disposition::Nack { .. } => "nacked by the handler with no attempts left",
-            _ => "rejected by the handler",
-        };
-        if self.dead_letters_on(disposition, limit) {
+        match self.settle_with(disposition, self.0.partition.config.max_attempts) {
+            Settling::Done(status) => status,
             // Boxed: only this path waits, and its publish state is large.
-            Box::pin(self.settle_for(disposition, limit, why)).await
-        } else {
-            self.settle_with_limit(disposition, limit)
-        }
-    }
-
-    /// Whether settling so would reject the record while the subscriber has a dead-letter topic.
-    pub(crate) fn dead_letters_on(
-        &self,
-        disposition: Disposition,
-        attempt_limit: Option<u32>,
-    ) -> bool {
-        let d = &self.0;
-        d.partition.config.dead_letters.is_some()
-            && match disposition {
-                Disposition::Reject => true,
-                Disposition::Nack { .. } => attempt_limit.is_some_and(|limit| d.attempt >= limit),
-                Disposition::Ack => false,
-            }
-    }
-
-    /// Settles, publishing a dead letter first when the settle rejects the record and the
-    /// subscriber has a dead-letter topic (see [`dead_letter`](crate::dead_letter)). `why`
-    /// goes into the dead letter. The first settle wins.
-    pub(crate) async fn settle_for(
-        &self,
-        disposition: Disposition,
-        attempt_limit: Option<u32>,
-        why: &str,
-    ) -> SettleStatus {
-        let d = &self.0;
-        let Some(dead_letters) = &d.partition.config.dead_letters else {
-            return self.settle_with_limit(disposition, attempt_limit);
-        };
-        if !self.dead_letters_on(disposition, attempt_limit) {
-            return self.settle_with_limit(disposition, attempt_limit);
-        }
-        if d.settled.swap(true, Ordering::AcqRel) {
-            return SettleStatus::AlreadySettled;
-        }
-        let (offset, id, attempt) = (d.record.offset, d.id, d.attempt);
-        match dead_letters.publish(&d.record, attempt, why).await {
-            Ok(_) => d
-                .partition
-                .apply(&d.record, id, attempt, Disposition::Reject, None),
-            Err(e) => {
-                tracing::error!(
-                    topic = %d.record.topic,
-                    partition = d.record.partition,
-                    offset,
-                    dead_letter_topic = %dead_letters.topic,
-                    error = %e,
-                    "dead letter not published: the record is nacked, not committed"
-                );
-                let retry = Disposition::Nack {
-                    delay: Some(crate::dead_letter::RETRY_DELAY),
+            Settling::DeadLetterFirst(letter) => {
+                let why = match disposition {
+                    Disposition::Nack { .. } => "nacked by the handler with no attempts left",
+                    _ => "rejected by the handler",
                 };
-                d.partition.apply(&d.record, id, attempt, retry, None)
+                Box::pin(letter.publish(why)).await
             }
         }
     }
 
-    /// Settles with an explicit attempt limit for nacks (the runtime uses the decode-failure
-    /// limit). The first settle wins.
-    pub(crate) fn settle_with_limit(
+    /// Settles as the [settle rule](crate::settle) says, with `attempt_limit` for nacks (the
+    /// runtime passes the decode-failure limit for records that do not decode). The first
+    /// settle wins.
+    #[inline]
+    pub(crate) fn settle_with(
         &self,
         disposition: Disposition,
         attempt_limit: Option<u32>,
-    ) -> SettleStatus {
-        if self.0.settled.swap(true, Ordering::AcqRel) {
-            return SettleStatus::AlreadySettled;
-        }
+    ) -> Settling<'_> {
         let d = &self.0;
-        d.partition
-            .apply(&d.record, d.id, d.attempt, disposition, attempt_limit)
+        if d.settled.swap(true, Ordering::AcqRel) {
+            return Settling::Done(SettleStatus::AlreadySettled);
+        }
+        let dead_letters = d.partition.config.dead_letters.is_some();
+        match settle::plan(
+            &d.record,
+            d.attempt,
+            disposition,
+            attempt_limit,
+            dead_letters,
+        ) {
+            Plan::Apply(disposition) => {
+                Settling::Done(d.partition.apply(&d.record, d.id, disposition))
+            }
+            Plan::DeadLetterFirst => Settling::DeadLetterFirst(DeadLetter(self)),
+        }
     }
 
     /// Marks that the handler returned without settling (manual policy).
@@ -269,6 +226,28 @@ impl KafkaMessage {
 
     pub(crate) fn context(&self) -> &PartitionContext {
         &self.0.partition
+    }
+}
+
+/// What [`KafkaMessage::settle_with`] did.
+#[must_use = "a dead letter must be published for the settle to finish"]
+pub(crate) enum Settling<'a> {
+    /// The settle is applied (or was a no-op).
+    Done(SettleStatus),
+    /// The settle is claimed and becomes a reject once its dead letter is published.
+    DeadLetterFirst(DeadLetter<'a>),
+}
+
+/// A claimed settle whose dead letter is still to be published.
+#[must_use = "a dead letter must be published for the settle to finish"]
+pub(crate) struct DeadLetter<'a>(&'a KafkaMessage);
+
+impl DeadLetter<'_> {
+    /// Publishes the dead letter (carrying `why`) and finishes the settle: a reject once it is
+    /// confirmed, a nack if it is not.
+    pub(crate) async fn publish(self, why: &str) -> SettleStatus {
+        let d = &self.0.0;
+        settle::dead_letter_first(&d.partition, &d.record, d.id, d.attempt, why).await
     }
 }
 

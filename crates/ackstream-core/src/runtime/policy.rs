@@ -11,7 +11,7 @@ use crate::config::SubscriberConfig;
 use crate::event::Event;
 use crate::handler::Handler;
 use crate::interrupt::Disposition;
-use crate::message::KafkaMessage;
+use crate::message::{KafkaMessage, Settling};
 use crate::outcome::Outcome;
 use crate::state::StateMap;
 
@@ -23,7 +23,8 @@ pub(super) async fn process<H: Handler<T>, T>(
     config: &SubscriberConfig,
 ) {
     if config.ack_policy == AckPolicy::AckFirst {
-        msg.settle_with_limit(Disposition::Ack, None);
+        // An ack is applied at once: the settle rule never dead-letters one.
+        let _ = msg.settle_with(Disposition::Ack, None);
     }
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(msg, state))) {
         Ok(future) => AssertUnwindSafe(future)
@@ -67,7 +68,7 @@ fn resolve<'a>(
         Outcome::Success => {
             match policy {
                 AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError => {
-                    msg.settle_with_limit(Disposition::Ack, None);
+                    let _ = msg.settle_with(Disposition::Ack, None);
                 }
                 AckPolicy::AckFirst => {}
                 AckPolicy::Manual => msg.handler_returned(),
@@ -141,18 +142,18 @@ fn resolve<'a>(
         }
     };
     match disposition {
-        Some(d) if msg.dead_letters_on(d, attempt_limit) => {
-            return Some(Box::pin(async move {
-                msg.settle_for(d, attempt_limit, &why).await;
-            }));
+        Some(d) => match msg.settle_with(d, attempt_limit) {
+            Settling::Done(_) => None,
+            Settling::DeadLetterFirst(letter) => Some(Box::pin(async move {
+                letter.publish(&why).await;
+            })),
+        },
+        None if policy == AckPolicy::Manual => {
+            msg.handler_returned();
+            None
         }
-        Some(d) => {
-            msg.settle_with_limit(d, attempt_limit);
-        }
-        None if policy == AckPolicy::Manual => msg.handler_returned(),
-        None => {}
+        None => None,
     }
-    None
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

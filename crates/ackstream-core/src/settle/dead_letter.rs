@@ -26,10 +26,6 @@ pub const HEADER_ERROR: &str = "ackstream-dead-letter-error";
 /// otherwise wait minutes for an unreachable broker).
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a record whose dead letter could not be published waits before it is delivered
-/// again (and rejected, and published, again).
-pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
-
 type PublishFn = dyn Fn(OutgoingRecord) -> BoxFuture<'static, Result<RecordPosition, BackendError>>
     + Send
     + Sync;

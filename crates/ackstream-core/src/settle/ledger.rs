@@ -1,4 +1,4 @@
-//! Settlement: the bridge between a message handle and its partition's offset tracker.
+//! The ledger: the bridge between a message handle and its partition's offset tracker.
 //!
 //! Every delivered message points at its partition's [`PartitionContext`]. A settle (from the
 //! handler, an interrupt, the policy, or any other task or thread holding the message) goes
@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
+use super::dead_letter::DeadLetters;
 use crate::backend::{OffsetStore, PartitionOffset};
-use crate::dead_letter::DeadLetters;
 use crate::event::{Event, Observer};
 use crate::interrupt::{Disposition, MAX_NACK_DELAY, SettleStatus};
 use crate::record::{Record, TopicPartition};
@@ -214,30 +214,15 @@ impl PartitionContext {
         });
     }
 
-    /// Applies a settle of one delivery of `record` to the tracker. `attempt_limit`: a nack of a
-    /// record at or past this attempt becomes a reject.
+    /// Applies a settle of one delivery of `record` to the tracker, as decided by the settle
+    /// rule ([`plan`](super::plan)).
     pub(crate) fn apply(
         &self,
         record: &Record,
         id: DeliveryId,
-        attempt: u32,
         disposition: Disposition,
-        attempt_limit: Option<u32>,
     ) -> SettleStatus {
         let offset = record.offset;
-        let disposition = match disposition {
-            Disposition::Nack { .. } if attempt_limit.is_some_and(|limit| attempt >= limit) => {
-                tracing::warn!(
-                    topic = %self.tp.topic,
-                    partition = self.tp.partition,
-                    offset,
-                    attempt,
-                    "record ran out of attempts; rejecting instead of nacking"
-                );
-                Disposition::Reject
-            }
-            d => d,
-        };
         // Events are emitted under the ledger lock, so a partition's events reach observers in
         // the order the tracker saw them; a settle's `Settled` comes first, then what it caused
         // (`OffsetStored`, `HeldBack`).
