@@ -101,6 +101,11 @@ impl Fixture for MockFixture {
         false
     }
 
+    fn rebalance_takes(&self) -> std::time::Duration {
+        // session.timeout.ms - 1 s
+        std::time::Duration::from_millis(3000)
+    }
+
     fn subscriber(&self, broker: &KafkaBroker, topic: &str) -> SubscriberBuilder<KafkaBackend> {
         broker
             .subscriber(topic)

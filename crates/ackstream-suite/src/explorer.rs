@@ -138,7 +138,8 @@ pub struct Schedule {
     membership: Membership,
     /// Per (partition, offset): what attempts 1, 2, ... do (later attempts acknowledge).
     plan: HashMap<(i32, i64), Vec<Act>>,
-    /// Per (partition, offset): yields the handler makes before it acts.
+    /// Per (partition, offset): yields the handler makes before it acts (and, when the
+    /// schedule is paced, the share of the pace it works).
     yields: HashMap<(i32, i64), u8>,
 }
 
@@ -339,6 +340,18 @@ impl Schedule {
             plan,
             yields,
         }
+    }
+
+    /// How long a handler run works, on average, where a rebalance takes `rebalance`: so long
+    /// that the schedule's records span about a rebalance and a half when its membership
+    /// changes (records are in flight when a revoke arrives), nothing otherwise.
+    fn pace(&self, rebalance: Duration) -> Duration {
+        if rebalance.is_zero() || self.membership == Membership::Alone {
+            return Duration::ZERO;
+        }
+        let total = self.partitions as u32 * self.per_partition as u32;
+        let at_once = self.workers.unwrap_or(self.partitions as usize).max(1) as u32;
+        (rebalance * 3 / 2 * at_once / total.max(1)).min(Duration::from_millis(200))
     }
 
     fn act(&self, partition: i32, offset: i64, attempt: u32) -> Act {
@@ -614,6 +627,7 @@ fn subscribe<F: Fixture>(
     if let Some(n) = s.max_attempts {
         b = b.max_attempts(n);
     }
+    let pace = s.pace(fx.rebalance_takes());
     let (s, log) = (s.clone(), log.clone());
     b.handle(move |msg: KafkaMessage| {
         let (s, log) = (s.clone(), log.clone());
@@ -629,8 +643,12 @@ fn subscribe<F: Fixture>(
                 log: log.clone(),
                 run,
             };
-            for _ in 0..s.yields[&(msg.partition(), msg.offset())] {
+            let yields = s.yields[&(msg.partition(), msg.offset())];
+            for _ in 0..yields {
                 tokio::task::yield_now().await;
+            }
+            if !pace.is_zero() {
+                tokio::time::sleep(pace * (u32::from(yields) + 1) / 2).await;
             }
             let act = s.act(msg.partition(), msg.offset(), msg.attempt());
             perform(&msg, act).await

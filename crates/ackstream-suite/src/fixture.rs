@@ -51,6 +51,13 @@ pub trait Fixture: Send + Sync + 'static {
         true
     }
 
+    /// How long a rebalance of a group takes on this broker, about: nothing for the in-memory
+    /// broker, seconds for librdkafka's mock cluster. The explorer paces its handlers by it, so
+    /// that on a slow broker records are still in flight when a membership change arrives.
+    fn rebalance_takes(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Cases each property test runs against this broker: many where a case costs
     /// microseconds, a few where each joins a consumer group over the network.
     fn property_cases(&self) -> u64 {
