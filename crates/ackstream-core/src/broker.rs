@@ -12,12 +12,13 @@ use futures_util::future::BoxFuture;
 
 use crate::AckPolicy;
 use crate::backend::Backend;
+use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
 use crate::event::{Event, Observer};
 use crate::record::{Header, OutgoingRecord, RecordPosition};
 use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
-use crate::subscriber::SubscriberBuilder;
+use crate::subscriber::{Registry, SubscriberBuilder};
 
 /// The machinery every broker shares: its backend and its registered subscribers.
 pub struct BrokerCore<B: Backend> {
@@ -66,14 +67,6 @@ impl<B: Backend> BrokerCore<B> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn default_ack_policy(&self) -> AckPolicy {
-        self.inner().default_policy
-    }
-
-    pub(crate) fn register(&self, subscription: Arc<dyn Subscription<B>>) {
-        self.inner().subscriptions.push(subscription);
-    }
-
     fn observer(inner: &Inner<B>) -> Option<Observer> {
         match inner.observers.as_slice() {
             [] => None,
@@ -87,6 +80,20 @@ impl<B: Backend> BrokerCore<B> {
                 }))
             }
         }
+    }
+}
+
+impl<B: Backend> Registry<B> for BrokerCore<B> {
+    fn default_ack_policy(&self) -> AckPolicy {
+        self.inner().default_policy
+    }
+
+    fn check(&self, config: &SubscriberConfig) -> Result<(), ConfigError> {
+        self.backend.check_subscriber(config)
+    }
+
+    fn register(&self, subscription: Arc<dyn Subscription<B>>) {
+        self.inner().subscriptions.push(subscription);
     }
 }
 

@@ -4,12 +4,22 @@ use std::sync::Arc;
 
 use crate::AckPolicy;
 use crate::backend::Backend;
-use crate::broker::BrokerCore;
 use crate::config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 use crate::error::ConfigError;
 use crate::handler::Handler;
 use crate::ordering::Ordering;
-use crate::runtime::subscription::HandlerSubscription;
+use crate::runtime::subscription::{HandlerSubscription, Subscription};
+
+/// Where a declared subscriber is registered: its broker (a
+/// [`BrokerCore`](crate::BrokerCore)), which supplies the defaults and the backend's checks.
+pub(crate) trait Registry<B: Backend>: Send + Sync + 'static {
+    /// The policy of a subscriber that chooses none.
+    fn default_ack_policy(&self) -> AckPolicy;
+    /// The backend's objections to a subscriber's settings.
+    fn check(&self, config: &SubscriberConfig) -> Result<(), ConfigError>;
+    /// Keeps a registered subscriber, to be started with the broker's others.
+    fn register(&self, subscription: Arc<dyn Subscription<B>>);
+}
 
 /// Configures a subscriber; finish with [`handle`](Self::handle). Created by
 /// [`Broker::subscriber`](crate::Broker::subscriber).
@@ -19,7 +29,7 @@ use crate::runtime::subscription::HandlerSubscription;
 /// is `Manual`. Giving two of them is an error, as is a committing policy without a group.
 #[must_use = "a subscriber does nothing until .handle(..) registers it"]
 pub struct SubscriberBuilder<B: Backend> {
-    core: Arc<BrokerCore<B>>,
+    registry: Arc<dyn Registry<B>>,
     topics: Vec<String>,
     group_id: Option<String>,
     offset_reset: OffsetReset,
@@ -45,9 +55,9 @@ impl<B: Backend> std::fmt::Debug for SubscriberBuilder<B> {
 }
 
 impl<B: Backend> SubscriberBuilder<B> {
-    pub(crate) fn new(core: Arc<BrokerCore<B>>, topics: Vec<String>) -> Self {
+    pub(crate) fn new(registry: Arc<dyn Registry<B>>, topics: Vec<String>) -> Self {
         Self {
-            core,
+            registry,
             topics,
             group_id: None,
             offset_reset: OffsetReset::default(),
@@ -244,7 +254,7 @@ impl<B: Backend> SubscriberBuilder<B> {
         let ack_policy = self
             .choices
             .first()
-            .map_or_else(|| self.core.default_ack_policy(), |(_, p)| *p);
+            .map_or_else(|| self.registry.default_ack_policy(), |(_, p)| *p);
         if self.group_id.as_deref() == Some("") {
             return Err(ConfigError::InvalidSetting {
                 setting: "group_id",
@@ -304,10 +314,10 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// Registers `handler` for this subscriber, or returns why the settings cannot work.
     pub fn try_handle<T: 'static, H: Handler<T>>(self, handler: H) -> Result<(), ConfigError> {
         let mut config = self.build_config()?;
-        self.core.backend().check_subscriber(&config)?;
+        self.registry.check(&config)?;
         // Dead letters carry the record's headers along.
         config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
-        self.core
+        self.registry
             .register(Arc::new(HandlerSubscription::new(config, handler)));
         Ok(())
     }
