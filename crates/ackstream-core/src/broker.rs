@@ -15,6 +15,7 @@ use crate::backend::Backend;
 use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
 use crate::event::{Event, Observer};
+use crate::handler::service::{BoxMessageService, Layers, MessageService};
 use crate::record::{Header, OutgoingRecord, RecordPosition};
 use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
@@ -31,6 +32,8 @@ struct Inner<B: Backend> {
     state: StateMap,
     default_policy: AckPolicy,
     observers: Vec<Observer>,
+    /// Layers around every subscriber's own (see [`Broker::layer`]).
+    layers: Layers,
 }
 
 impl<B: Backend> fmt::Debug for BrokerCore<B> {
@@ -54,6 +57,7 @@ impl<B: Backend> BrokerCore<B> {
                 state: StateMap::new(),
                 default_policy: AckPolicy::default(),
                 observers: Vec::new(),
+                layers: Layers::default(),
             }),
         }
     }
@@ -132,6 +136,7 @@ impl<B: Backend> Runnable for BrokerCore<B> {
             observer: Self::observer(&inner),
             shutdown: shutdown.clone(),
             drain_timeout,
+            layers: inner.layers.clone(),
         };
         inner
             .subscriptions
@@ -203,6 +208,20 @@ pub trait Broker: Clone + Send + Sync + 'static {
     #[must_use]
     fn with_default_ack_policy(self, policy: AckPolicy) -> Self {
         self.core().inner().default_policy = policy;
+        self
+    }
+
+    /// Wraps every subscriber of this broker in `layer` (a [`tower_layer::Layer`] over the
+    /// message service), outside the subscriber's own layers. Applies to runs started
+    /// afterwards. The ack policy still wraps the whole stack: a layer cannot keep a record from
+    /// being settled.
+    #[must_use]
+    fn layer<L>(self, layer: L) -> Self
+    where
+        L: tower_layer::Layer<BoxMessageService> + Send + Sync + 'static,
+        L::Service: MessageService,
+    {
+        self.core().inner().layers.push(layer);
         self
     }
 

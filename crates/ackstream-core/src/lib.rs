@@ -42,6 +42,9 @@ pub use broker::{Broker, BrokerCore, Publish, Runnable};
 pub use buffer::BufferBudget;
 pub use config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 pub use error::{BackendError, BoxError, ConfigError, HandlerError};
+pub use handler::service::{
+    BoxMessageService, HandlerService, InfallibleFuture, Layers, MessageService,
+};
 pub use handler::{Handler, HandlerFuture};
 pub use interrupt::{
     AckMessage, Disposition, MAX_NACK_DELAY, NackAfter, NackMessage, RejectMessage, SettleStatus,

@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 use crate::error::ConfigError;
 use crate::handler::Handler;
+use crate::handler::service::{BoxMessageService, Layers, MessageService};
 use crate::ordering::Ordering;
 use crate::runtime::subscription::{HandlerSubscription, Subscription};
 
@@ -43,6 +44,7 @@ pub struct SubscriberBuilder<B: Backend> {
     dead_letter_topic: Option<String>,
     buffer: crate::BufferBudget,
     settings: Vec<(String, String)>,
+    layers: Layers,
 }
 
 impl<B: Backend> std::fmt::Debug for SubscriberBuilder<B> {
@@ -71,6 +73,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             dead_letter_topic: None,
             buffer: crate::BufferBudget::default(),
             settings: Vec::new(),
+            layers: Layers::default(),
         }
     }
 
@@ -232,6 +235,21 @@ impl<B: Backend> SubscriberBuilder<B> {
         self
     }
 
+    /// Wraps this subscriber's handler in `layer`: any [`tower_layer::Layer`] over the message
+    /// service, such as `ackstream::middleware::from_fn(..)` or a per-record timeout. Each
+    /// layer wraps the ones added before it, so the last added runs first; the broker's layers
+    /// run outside all of them. The ack policy wraps the whole stack: whatever a layer does
+    /// (answer without calling the handler, fail, panic), the record is settled as the policy
+    /// says.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower_layer::Layer<BoxMessageService> + Send + Sync + 'static,
+        L::Service: MessageService,
+    {
+        self.layers.push(layer);
+        self
+    }
+
     /// Resolves the settings, or says what is wrong with them.
     pub fn build_config(&self) -> Result<SubscriberConfig, ConfigError> {
         if self.topics.is_empty() {
@@ -317,8 +335,11 @@ impl<B: Backend> SubscriberBuilder<B> {
         self.registry.check(&config)?;
         // Dead letters carry the record's headers along.
         config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
-        self.registry
-            .register(Arc::new(HandlerSubscription::new(config, handler)));
+        self.registry.register(Arc::new(HandlerSubscription::new(
+            config,
+            handler,
+            self.layers,
+        )));
         Ok(())
     }
 

@@ -37,12 +37,11 @@ use super::partition::{self, Offered};
 use super::policy;
 use crate::backend::PartitionFeed;
 use crate::config::SubscriberConfig;
-use crate::handler::Handler;
+use crate::handler::service::MessageService;
 use crate::message::KafkaMessage;
 use crate::ordering::Ordering;
 use crate::record::Record;
 use crate::settle::{PartitionContext, Retry};
-use crate::state::StateMap;
 
 /// Which lane a record runs in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -92,9 +91,8 @@ enum Done {
 }
 
 /// The partition's records in flight and waiting.
-struct Dispatch<H, T> {
-    handler: H,
-    state: StateMap,
+struct Dispatch<S> {
+    service: S,
     config: Arc<SubscriberConfig>,
     ctx: Arc<PartitionContext>,
     workers: Option<Arc<Semaphore>>,
@@ -120,10 +118,9 @@ struct Dispatch<H, T> {
     in_run: HashSet<i64>,
     /// Without lanes (`Unordered`): retries of records whose earlier run has not ended yet.
     after_run: HashMap<i64, Retry>,
-    _marker: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<H: Handler<T>, T> Dispatch<H, T> {
+impl<S: MessageService> Dispatch<S> {
     fn stopped(&self) -> bool {
         self.ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || self.stop.is_cancelled()
     }
@@ -251,16 +248,12 @@ impl<H: Handler<T>, T> Dispatch<H, T> {
         };
         let offset = msg.offset();
         self.in_run.insert(offset);
-        let (handler, state, config, ctx) = (
-            self.handler.clone(),
-            self.state.clone(),
-            self.config.clone(),
-            self.ctx.clone(),
-        );
+        let (mut service, config, ctx) =
+            (self.service.clone(), self.config.clone(), self.ctx.clone());
         self.running.push(Box::pin(async move {
             // Stopped between the decision and the first poll: the handler does not start.
             if !ctx.stopping.load(std::sync::atomic::Ordering::Acquire) {
-                policy::process(&msg, &handler, &state, &config).await;
+                policy::process(&msg, &mut service, &config).await;
             }
             Done::Ran {
                 lane,
@@ -366,22 +359,20 @@ impl Pool {
     }
 }
 
-pub(super) async fn run<F, H, T>(
+pub(super) async fn run<F, S>(
     mut feed: F,
     ctx: Arc<PartitionContext>,
-    handler: H,
-    state: StateMap,
+    service: S,
     stop: CancellationToken,
     config: Arc<SubscriberConfig>,
     pool: Arc<Pool>,
 ) where
     F: PartitionFeed,
-    H: Handler<T>,
+    S: MessageService,
 {
     let workers = pool.permits.clone();
     let mut d = Dispatch {
-        handler,
-        state,
+        service,
         config,
         ctx: ctx.clone(),
         workers: workers.clone(),
@@ -395,7 +386,6 @@ pub(super) async fn run<F, H, T>(
         running: FuturesUnordered::new(),
         in_run: HashSet::new(),
         after_run: HashMap::new(),
-        _marker: std::marker::PhantomData,
     };
     // A record read while a retry was waiting to be taken: offered again after it.
     let mut held_back: Option<Record> = None;

@@ -30,7 +30,7 @@ use crate::config::SubscriberConfig;
 use crate::dead_letter::DeadLetters;
 use crate::error::BackendError;
 use crate::event::Event;
-use crate::handler::Handler;
+use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
 use crate::settle::{PartitionContext, SettleConfig};
 use subscription::StartContext;
@@ -42,16 +42,15 @@ struct Worker {
 }
 
 /// Runs one subscriber until shutdown; see the module docs.
-pub(crate) async fn run_subscription<B, H, T>(
+pub(crate) async fn run_subscription<B, S>(
     backend: Arc<B>,
     config: Arc<SubscriberConfig>,
-    handler: H,
+    service: S,
     ctx: StartContext,
 ) -> Result<(), BackendError>
 where
     B: Backend,
-    H: Handler<T>,
-    T: 'static,
+    S: MessageService,
 {
     let mut consumer = backend.consumer(&config).await?;
     let offsets = consumer.offset_store();
@@ -106,8 +105,7 @@ where
                         tokio::spawn(partition::run(
                             feed,
                             pctx.clone(),
-                            handler.clone(),
-                            ctx.state.clone(),
+                            service.clone(),
                             stop.clone(),
                             ctx.shutdown.clone(),
                             config.clone(),
@@ -116,8 +114,7 @@ where
                         tokio::spawn(concurrent::run(
                             feed,
                             pctx.clone(),
-                            handler.clone(),
-                            ctx.state.clone(),
+                            service.clone(),
                             stop.clone(),
                             config.clone(),
                             pool.clone(),

@@ -11,27 +11,25 @@ use tokio_util::sync::CancellationToken;
 use super::policy;
 use crate::backend::PartitionFeed;
 use crate::config::SubscriberConfig;
-use crate::handler::Handler;
+use crate::handler::service::MessageService;
 use crate::message::KafkaMessage;
 use crate::record::Record;
 use crate::settle::{Delivery, PartitionContext, Retry};
 use crate::shutdown::Shutdown;
-use crate::state::StateMap;
 
 /// Records handled per unit of tokio's cooperative budget (128 units per turn).
 pub(super) const BUDGET_EVERY: u32 = 8;
 
-pub(super) async fn run<F, H, T>(
+pub(super) async fn run<F, S>(
     mut feed: F,
     ctx: Arc<PartitionContext>,
-    handler: H,
-    state: StateMap,
+    mut service: S,
     stop: CancellationToken,
     app: Shutdown,
     config: Arc<SubscriberConfig>,
 ) where
     F: PartitionFeed,
-    H: Handler<T>,
+    S: MessageService,
 {
     // The previous delivery's message, recycled for the next one when the handler let go of it.
     let mut spare: Option<KafkaMessage> = None;
@@ -54,7 +52,7 @@ pub(super) async fn run<F, H, T>(
                 return;
             }
             if let Some(msg) = redeliver(&ctx, retry.record, spare.take()) {
-                policy::process(&msg, &handler, &state, &config).await;
+                policy::process(&msg, &mut service, &config).await;
                 spare = Some(msg);
             }
             // A nack without a delay comes straight back: give the runtime's other tasks
@@ -74,7 +72,7 @@ pub(super) async fn run<F, H, T>(
         {
             match deliver(&ctx, record, spare.take()) {
                 Offered::Take(msg) => {
-                    policy::process(&msg, &handler, &state, &config).await;
+                    policy::process(&msg, &mut service, &config).await;
                     spare = Some(msg);
                 }
                 Offered::Skip => {}
@@ -116,7 +114,7 @@ pub(super) async fn run<F, H, T>(
             }
         };
         let msg = KafkaMessage::renew(spare.take(), record, d.id, d.attempt, &ctx);
-        policy::process(&msg, &handler, &state, &config).await;
+        policy::process(&msg, &mut service, &config).await;
         spare = Some(msg);
         // The fast path above never yields on its own: take part in tokio's cooperative
         // budget, so the partitions sharing a worker thread take turns and an idle worker can

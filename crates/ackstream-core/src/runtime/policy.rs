@@ -9,30 +9,32 @@ use futures_util::future::BoxFuture;
 use crate::AckPolicy;
 use crate::config::SubscriberConfig;
 use crate::event::Event;
-use crate::handler::Handler;
+use crate::handler::service::MessageService;
 use crate::interrupt::Disposition;
 use crate::message::{KafkaMessage, Settling};
 use crate::outcome::Outcome;
-use crate::state::StateMap;
 
-/// Runs the handler for one delivery and settles it as the policy says.
-pub(super) async fn process<H: Handler<T>, T>(
+/// Runs the subscriber's service (its layers and handler) for one delivery and settles it as
+/// the policy says. The policy wraps the whole stack: whatever a layer does, panics included,
+/// becomes an outcome the policy settles.
+pub(super) async fn process<S: MessageService>(
     msg: &KafkaMessage,
-    handler: &H,
-    state: &StateMap,
+    service: &mut S,
     config: &SubscriberConfig,
 ) {
     if config.ack_policy == AckPolicy::AckFirst {
         // An ack is applied at once: the settle rule never dead-letters one.
         let _ = msg.settle_with(Disposition::Ack, None);
     }
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(msg, state))) {
-        Ok(future) => AssertUnwindSafe(future)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p))),
-        Err(p) => Outcome::Panicked(panic_message(&*p)),
+    let run = async {
+        let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+        let Ok(outcome) = service.call(msg.clone()).await;
+        outcome
     };
+    let outcome = AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
     if let Some(dead_letter) = resolve(msg, outcome, config) {
         dead_letter.await;
     }

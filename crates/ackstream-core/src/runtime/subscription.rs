@@ -10,6 +10,7 @@ use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
 use crate::event::Observer;
 use crate::handler::Handler;
+use crate::handler::service::{HandlerService, Layers};
 use crate::state::StateMap;
 
 /// What the runtime needs to start one subscriber.
@@ -19,6 +20,8 @@ pub(crate) struct StartContext {
     pub(crate) observer: Option<Observer>,
     pub(crate) shutdown: crate::Shutdown,
     pub(crate) drain_timeout: std::time::Duration,
+    /// The broker's layers, outside each subscriber's own.
+    pub(crate) layers: Layers,
 }
 
 /// A registered subscriber, its handler type erased.
@@ -34,15 +37,17 @@ pub(crate) trait Subscription<B: Backend>: Send + Sync + 'static {
 pub(crate) struct HandlerSubscription<H, T> {
     config: Arc<SubscriberConfig>,
     handler: H,
+    layers: Layers,
     _marker: PhantomData<fn() -> T>,
 }
 
 impl<H, T> HandlerSubscription<H, T> {
     /// The subscription of `handler` under `config`.
-    pub(crate) fn new(config: SubscriberConfig, handler: H) -> Self {
+    pub(crate) fn new(config: SubscriberConfig, handler: H, layers: Layers) -> Self {
         Self {
             config: Arc::new(config),
             handler,
+            layers,
             _marker: PhantomData,
         }
     }
@@ -58,11 +63,15 @@ impl<B: Backend, H: Handler<T>, T: 'static> Subscription<B> for HandlerSubscript
         backend: Arc<B>,
         ctx: StartContext,
     ) -> BoxFuture<'static, Result<(), BackendError>> {
-        Box::pin(crate::runtime::run_subscription(
-            backend,
-            self.config.clone(),
-            self.handler.clone(),
-            ctx,
-        ))
+        let service = HandlerService::new(self.handler.clone(), ctx.state.clone());
+        let config = self.config.clone();
+        if self.layers.is_empty() && ctx.layers.is_empty() {
+            // No layers: the handler itself, unboxed (the per-record path stays direct).
+            return Box::pin(super::run_subscription(backend, config, service, ctx));
+        }
+        let mut layers = self.layers.clone();
+        layers.extend(&ctx.layers);
+        let service = layers.wrap(service);
+        Box::pin(super::run_subscription(backend, config, service, ctx))
     }
 }

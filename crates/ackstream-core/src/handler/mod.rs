@@ -21,6 +21,8 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+pub(crate) mod service;
+
 use crate::error::ConfigError;
 use crate::extract::{FromMessage, Rejection};
 use crate::message::KafkaMessage;
