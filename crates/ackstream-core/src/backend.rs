@@ -59,6 +59,7 @@ pub trait Consumer: Send + 'static {
 
 /// A change of the partitions assigned to a consumer.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ConsumerEvent<P> {
     /// Partitions newly assigned, each with its feed.
     Assigned(Vec<P>),

@@ -166,28 +166,73 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// An error from a backend (the Kafka client or the in-memory broker).
+/// What kind of failure a [`BackendError`] is: what a caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// Transient: the same call may succeed later (a broker unreachable or restarting, a
+    /// leader moving, a timeout, a full local queue, a group rebalancing).
+    Retriable,
+    /// The request itself cannot succeed (a record too large, an invalid topic name, an
+    /// unknown topic or partition): retrying it unchanged fails again.
+    Invalid,
+    /// The client cannot go on (fenced by a newer instance, not authorized, a fatal client
+    /// error): the subscriber or the publisher stops.
+    Fatal,
+    /// Not classified.
+    Other,
+}
+
+/// An error from a backend (the Kafka client or the in-memory broker), with its
+/// [kind](BackendErrorKind).
+///
+/// ```
+/// use ackstream_core::{BackendError, BackendErrorKind};
+/// let e = BackendError::new("broker unreachable").with_kind(BackendErrorKind::Retriable);
+/// assert!(e.is_retriable());
+/// assert!(!BackendError::new("record too large").is_retriable());
+/// ```
 #[derive(Debug)]
 pub struct BackendError {
+    kind: BackendErrorKind,
     message: String,
     source: Option<BoxError>,
 }
 
 impl BackendError {
-    /// A backend error with a message.
+    /// A backend error with a message, of kind [`Other`](BackendErrorKind::Other).
     pub fn new(message: impl Into<String>) -> Self {
         Self {
+            kind: BackendErrorKind::Other,
             message: message.into(),
             source: None,
         }
     }
 
-    /// A backend error with a message and its cause.
+    /// A backend error with a message and its cause, of kind [`Other`](BackendErrorKind::Other).
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self {
+            kind: BackendErrorKind::Other,
             message: message.into(),
             source: Some(source.into()),
         }
+    }
+
+    /// The same error, of kind `kind`.
+    #[must_use]
+    pub fn with_kind(mut self, kind: BackendErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> BackendErrorKind {
+        self.kind
+    }
+
+    /// Whether the same call may succeed if tried again later.
+    pub fn is_retriable(&self) -> bool {
+        self.kind == BackendErrorKind::Retriable
     }
 }
 

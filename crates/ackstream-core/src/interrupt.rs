@@ -56,6 +56,7 @@ pub struct RejectMessage;
 
 /// How a record is settled. The first settle of a delivery wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Disposition {
     /// Finished: the committed offset may move past it.
     Ack,
@@ -94,6 +95,7 @@ impl From<RejectMessage> for Disposition {
 
 /// What a settle did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SettleStatus {
     /// The delivery was settled as given. A nack whose record ran out of attempts is reported
     /// as the reject it became.

@@ -41,7 +41,7 @@ pub use backoff::Backoff;
 pub use broker::{Broker, BrokerCore, Publish, Runnable};
 pub use buffer::BufferBudget;
 pub use config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
-pub use error::{BackendError, BoxError, ConfigError, HandlerError};
+pub use error::{BackendError, BackendErrorKind, BoxError, ConfigError, HandlerError};
 pub use handler::service::{
     BoxMessageService, HandlerService, InfallibleFuture, Layers, MessageService,
 };

@@ -6,6 +6,7 @@ use crate::interrupt::Disposition;
 
 /// The result of one delivery, before the ack policy resolves it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The handler returned successfully.
     Success,

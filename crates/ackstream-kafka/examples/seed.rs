@@ -68,8 +68,9 @@ async fn main() -> Result<(), ackstream::BoxError> {
         {
             let what = match how {
                 Disposition::Ack => "acked: committed once every earlier record is finished",
-                Disposition::Nack { .. } => "nacked: the partition rewinds, delivered again",
+                Disposition::Nack { .. } => "nacked: only this record is delivered again",
                 Disposition::Reject => "rejected: finished, committed past",
+                _ => "settled",
             };
             println!("  settle:  offset {offset} {what}");
             if *offset == 3 && !matches!(how, Disposition::Nack { .. }) {

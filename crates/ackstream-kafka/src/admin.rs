@@ -10,6 +10,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::broker::Settings;
+use crate::error::kafka_error;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -21,7 +22,7 @@ pub(crate) async fn create_topic(
     let admin: AdminClient<DefaultClientContext> = settings
         .client_config(&[])
         .create()
-        .map_err(|e| BackendError::with_source("cannot create Kafka admin client", e))?;
+        .map_err(|e| kafka_error("cannot create Kafka admin client", e))?;
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     let results = admin
         .create_topics(
@@ -29,7 +30,7 @@ pub(crate) async fn create_topic(
             &options,
         )
         .await
-        .map_err(|e| BackendError::with_source(format!("cannot create topic {topic}"), e))?;
+        .map_err(|e| kafka_error(format!("cannot create topic {topic}"), e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -57,12 +58,12 @@ pub(crate) async fn committed_offset(
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config
             .create()
-            .map_err(|e| BackendError::with_source("cannot create Kafka consumer", e))?;
+            .map_err(|e| kafka_error("cannot create Kafka consumer", e))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&topic, partition);
         let committed = consumer
             .committed_offsets(tpl, ADMIN_TIMEOUT)
-            .map_err(|e| BackendError::with_source("cannot read committed offsets", e))?;
+            .map_err(|e| kafka_error("cannot read committed offsets", e))?;
         Ok(committed
             .find_partition(&topic, partition)
             .and_then(|e| match e.offset() {

@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ackstream_core::backend::{ConsumerEvent, NoCommit, OffsetStore, RevokeAck, carried};
-use ackstream_core::{BackendError, OffsetReset, SubscriberConfig, TopicPartition};
+use ackstream_core::{
+    BackendError, BackendErrorKind, OffsetReset, SubscriberConfig, TopicPartition,
+};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{Offset, TopicPartitionList};
@@ -17,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::Settings;
 use crate::budget::Budget;
+use crate::error::kafka_error;
 use crate::feed::KafkaFeed;
 use crate::inbox::Inbox;
 use crate::offsets::KafkaOffsets;
@@ -132,9 +135,10 @@ impl DriverContext {
         if !self.failed.swap(true, Ordering::AcqRel) {
             tracing::error!(?code, %reason, "fatal Kafka client error; the subscriber stops");
             if let Some(events) = self.sender() {
-                let _ = events.send(ConsumerEvent::Failed(BackendError::new(format!(
-                    "fatal Kafka client error ({code:?}): {reason}"
-                ))));
+                let error =
+                    BackendError::new(format!("fatal Kafka client error ({code:?}): {reason}"))
+                        .with_kind(BackendErrorKind::Fatal);
+                let _ = events.send(ConsumerEvent::Failed(error));
             }
         }
         true
@@ -333,7 +337,7 @@ impl KafkaConsumer {
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)
             .create_with_context(context)
-            .map_err(|e| BackendError::with_source("cannot create Kafka consumer", e))?;
+            .map_err(|e| kafka_error("cannot create Kafka consumer", e))?;
         // Callbacks and stray records on the main queue wake the poll thread too.
         let wake = wakeup.clone();
         consumer.set_nonempty_callback(move || wake.wake());
@@ -347,7 +351,7 @@ impl KafkaConsumer {
         let store: Arc<dyn OffsetStore> = if config.group_id.is_some() {
             consumer
                 .subscribe(&topics)
-                .map_err(|e| BackendError::with_source("cannot subscribe", e))?;
+                .map_err(|e| kafka_error("cannot subscribe", e))?;
             offsets.clone()
         } else {
             assign_all(&consumer, &config.topics, config.offset_reset, &tx).await?;
@@ -419,7 +423,7 @@ async fn assign_all(
         for topic in &topics {
             let metadata = c
                 .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-                .map_err(|e| BackendError::with_source(format!("no metadata for {topic}"), e))?;
+                .map_err(|e| kafka_error(format!("no metadata for {topic}"), e))?;
             let t = metadata
                 .topics()
                 .first()
@@ -446,7 +450,7 @@ async fn assign_all(
     }
     consumer
         .assign(&tpl)
-        .map_err(|e| BackendError::with_source("cannot assign partitions", e))?;
+        .map_err(|e| kafka_error("cannot assign partitions", e))?;
     let feeds = consumer.context().open(tps, HashMap::new());
     let _ = events.send(ConsumerEvent::Assigned(feeds));
     Ok(())

@@ -56,6 +56,7 @@ mod admin;
 mod broker;
 mod budget;
 mod consumer;
+mod error;
 mod feed;
 mod inbox;
 mod offsets;

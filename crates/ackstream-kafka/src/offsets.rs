@@ -32,6 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use crate::consumer::RdConsumer;
+use crate::error::kafka_error;
 
 /// No offset stored yet.
 const NONE: i64 = -1;
@@ -304,7 +305,7 @@ impl KafkaOffsets {
         })?;
         match tokio::time::timeout(self.sync_timeout, rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(BackendError::with_source("synchronous commit failed", e)),
+            Ok(Ok(Err(e))) => Err(kafka_error("synchronous commit failed", e)),
             Ok(Err(_)) => Err(BackendError::new("commit thread ended without a result")),
             Err(_) => Err(BackendError::new(format!(
                 "synchronous commit not confirmed within {:?} (no group coordinator reachable?)",

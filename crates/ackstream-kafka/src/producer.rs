@@ -7,6 +7,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::broker::Settings;
+use crate::error::kafka_error;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -18,7 +19,7 @@ pub(crate) fn create(settings: &Settings) -> Result<FutureProducer, BackendError
     }
     config
         .create()
-        .map_err(|e| BackendError::with_source("cannot create Kafka producer", e))
+        .map_err(|e| kafka_error("cannot create Kafka producer", e))
 }
 
 pub(crate) async fn publish(
@@ -46,7 +47,7 @@ pub(crate) async fn publish(
             partition: delivery.partition,
             offset: delivery.offset,
         }),
-        Err((e, _)) => Err(BackendError::with_source(
+        Err((e, _)) => Err(kafka_error(
             format!("publish to {} failed", record.topic),
             e,
         )),

@@ -179,7 +179,11 @@ async fn a_fatal_client_error_ends_the_app_with_that_error() {
         .await
         .expect("the app stops by itself after a fatal error");
     let err = outcome.expect_err("the app reports the fatal error");
-    assert!(matches!(err, AppError::Subscriber(_)), "{err}");
+    let AppError::Subscriber(backend) = &err else {
+        panic!("not a subscriber error: {err}");
+    };
+    assert_eq!(backend.kind(), ackstream::BackendErrorKind::Fatal, "{err}");
+    assert!(!backend.is_retriable());
     let text = err.to_string();
     assert!(
         text.contains("fatal") && text.to_lowercase().contains("fenced"),

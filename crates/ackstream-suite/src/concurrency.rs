@@ -585,7 +585,8 @@ pub fn check_commit_rule(events: &[Event], case: &str) {
                     Disposition::Ack | Disposition::Reject => {
                         done.insert(*offset);
                     }
-                    Disposition::Nack { .. } => {
+                    // A nack, or anything else: not finished.
+                    _ => {
                         done.remove(offset);
                     }
                 }

@@ -522,6 +522,7 @@ async fn settle(msg: &KafkaMessage, disposition: Disposition) {
         Disposition::Reject => msg.reject().await,
         Disposition::Nack { delay: None } => msg.nack().await,
         Disposition::Nack { delay: Some(d) } => msg.nack_after(d).await,
+        other => unreachable!("the explorer draws no {other:?}"),
     };
 }
 
@@ -564,6 +565,7 @@ fn interrupt(d: Disposition) -> HandlerError {
         Disposition::Reject => RejectMessage.into(),
         Disposition::Nack { delay: None } => NackMessage.into(),
         Disposition::Nack { delay: Some(d) } => NackMessage::after(d).into(),
+        other => HandlerError::from_disposition(other),
     }
 }
 

@@ -68,12 +68,12 @@ pub mod middleware;
 pub mod testing;
 
 pub use ackstream_core::{
-    AckMessage, AckPolicy, BackendError, Backoff, BoxError, BoxMessageService, Broker, BrokerCore,
-    BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header,
-    Headers, IntoOutcome, KafkaMessage, MessageService, NackAfter, NackMessage, OffsetReset,
-    Ordering, Outcome, OutgoingRecord, Publish, Record, RecordPosition, RejectMessage, SettleError,
-    SettleStatus, StateMap, SubscriberBuilder, SubscriberConfig, TopicPartition, backend,
-    dead_letter, event, extract, tracker,
+    AckMessage, AckPolicy, BackendError, BackendErrorKind, Backoff, BoxError, BoxMessageService,
+    Broker, BrokerCore, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition, Handler,
+    HandlerError, Header, Headers, IntoOutcome, KafkaMessage, MessageService, NackAfter,
+    NackMessage, OffsetReset, Ordering, Outcome, OutgoingRecord, Publish, Record, RecordPosition,
+    RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder, SubscriberConfig,
+    TopicPartition, backend, dead_letter, event, extract, tracker,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 
