@@ -33,9 +33,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ackstream::kafka::KafkaBroker;
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
-use ackstream_kafka::KafkaBroker;
 use tokio::sync::Notify;
 
 use crate::args::Args;

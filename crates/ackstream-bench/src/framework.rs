@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use ackstream::event::Event;
 use ackstream::extract::{FromMessage, Rejection};
+use ackstream::kafka::KafkaBroker;
 use ackstream::prelude::*;
 use ackstream::{Backoff, StateMap};
-use ackstream_kafka::KafkaBroker;
 use tokio::sync::Notify;
 
 use crate::args::Args;

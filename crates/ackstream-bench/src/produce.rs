@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use ackstream_kafka::KafkaBroker;
+use ackstream::kafka::KafkaBroker;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ackstream::kafka::KafkaBroker;
 use ackstream::prelude::*;
-use ackstream_kafka::KafkaBroker;
 
 use crate::ChaosRecord;
 use crate::args::Args;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ackstream_kafka::KafkaBroker;
+use ackstream::kafka::KafkaBroker;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ackstream::testing::MemoryBroker;
+use ackstream::memory::MemoryBroker;
 use ackstream::{Broker, SubscriberBuilder};
 
 /// A broker under test.

@@ -17,11 +17,10 @@ mod fixture;
 pub mod policies;
 pub mod races;
 pub mod read_ahead;
-mod recorder;
 pub mod scenarios;
 
+pub use ackstream::testing::{EVENT_TIMEOUT, Recorder};
 pub use fixture::{Fixture, MemoryFixture, unique};
-pub use recorder::{EVENT_TIMEOUT, Recorder};
 
 /// Expands to the whole suite for one fixture expression (evaluated once per test). Attributes
 /// after it (`behaviour_suite!(fixture, #[ignore = "needs a broker"])`) go on every test.

@@ -20,7 +20,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// ```
 /// use ackstream::prelude::*;
-/// use ackstream::testing::MemoryBroker;
+/// use ackstream::memory::MemoryBroker;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), ackstream::BoxError> {

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use ackstream::prelude::*;
-//! use ackstream::testing::MemoryBroker;
+//! use ackstream::memory::MemoryBroker;
 //!
 //! async fn base_handler(body: String, msg: KafkaMessage) -> Result<(), HandlerError> {
 //!     if body == "retry" {
@@ -64,6 +64,9 @@
 //! | `json` | yes | `Json<T>` extractor and `publish_json` |
 
 mod app;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod memory;
 pub mod middleware;
 pub mod testing;
 

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 use ackstream::{AppError, ConfigError};
 
 #[derive(Clone)]

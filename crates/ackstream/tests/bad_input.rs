@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as Atomic};
 use std::sync::{Arc, Mutex};
 
 use ackstream::extract::Offset;
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 use tokio::sync::mpsc;
 
 #[derive(Debug, serde::Deserialize)]

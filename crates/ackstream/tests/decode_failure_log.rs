@@ -7,8 +7,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 
 #[derive(serde::Deserialize)]
 struct Order {

@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 
 #[tokio::test]
 async fn panicking_handler_leaves_the_consumer_running() {

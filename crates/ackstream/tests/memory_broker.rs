@@ -1,7 +1,7 @@
 //! The in-memory broker's Kafka semantics.
 
+use ackstream::memory::{MemoryBroker, partition_for_key};
 use ackstream::prelude::*;
-use ackstream::testing::{MemoryBroker, partition_for_key};
 
 #[tokio::test]
 async fn keyed_records_land_where_kafkas_partitioner_puts_them() {

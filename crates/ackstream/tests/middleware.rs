@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ackstream::event::Event;
+use ackstream::memory::MemoryBroker;
 use ackstream::middleware::{ConcurrencyLimit, Next, Timeout, from_fn};
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 use ackstream::{Disposition, Outcome, SettleStatus};
 
 type Trace = Arc<Mutex<Vec<String>>>;

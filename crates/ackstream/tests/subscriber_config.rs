@@ -1,7 +1,7 @@
 //! Misconfiguration is a clear error when the subscriber is declared, before anything is consumed.
 
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 use ackstream::{ConfigError, SubscriberConfig};
 
 async fn noop(_: String) {}
@@ -84,7 +84,7 @@ fn no_ack_combined_with_auto_commit_is_refused() {
     );
 }
 
-fn policy_of(b: ackstream::SubscriberBuilder<ackstream::testing::MemoryBackend>) -> AckPolicy {
+fn policy_of(b: ackstream::SubscriberBuilder<ackstream::memory::MemoryBackend>) -> AckPolicy {
     let config: SubscriberConfig = b.build_config().unwrap();
     config.ack_policy
 }

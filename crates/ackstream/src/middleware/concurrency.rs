@@ -19,7 +19,7 @@ use tower_service::Service;
 /// ```
 /// use ackstream::middleware::ConcurrencyLimit;
 /// use ackstream::prelude::*;
-/// use ackstream::testing::MemoryBroker;
+/// use ackstream::memory::MemoryBroker;
 ///
 /// let broker = MemoryBroker::new();
 /// let database = ConcurrencyLimit::new(4);

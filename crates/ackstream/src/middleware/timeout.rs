@@ -18,7 +18,7 @@ use tower_service::Service;
 /// use std::time::Duration;
 /// use ackstream::middleware::Timeout;
 /// use ackstream::prelude::*;
-/// use ackstream::testing::MemoryBroker;
+/// use ackstream::memory::MemoryBroker;
 ///
 /// let broker = MemoryBroker::new();
 /// broker

@@ -1,5 +1,5 @@
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
+use ackstream::memory::MemoryBroker;
 
 struct NotAnExtractor;
 

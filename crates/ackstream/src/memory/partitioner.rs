@@ -38,7 +38,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// The partition Kafka's default partitioner gives `key` among `partitions`.
 ///
 /// ```
-/// use ackstream::testing::partition_for_key;
+/// use ackstream::memory::partition_for_key;
 /// assert!(partition_for_key(b"order-42", 6) < 6);
 /// ```
 pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use ackstream::SettleStatus;
 use ackstream::event::Event;
+use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::testing::MemoryBroker;
 use tokio::sync::Notify;
 
 /// The seed's handler, in Rust: the body says what to do on the first attempt.

@@ -2,7 +2,7 @@
 //! and interrupts from two calls deep.
 //!
 //! Run with (a Kafka-compatible broker on 127.0.0.1:9092, e.g. `scripts/broker up`):
-//! `cargo run -p ackstream-kafka --example seed`  (`KAFKA_BOOTSTRAP=host:port` to change it)
+//! `cargo run --example seed`  (`KAFKA_BOOTSTRAP=host:port` to change it)
 //!
 //! It publishes four records to a fresh topic, consumes them until each is finished, prints what
 //! happened to each delivery, then shuts down (drain + synchronous commit) and prints the offset
@@ -11,9 +11,9 @@
 use std::sync::Arc;
 
 use ackstream::event::Event;
+use ackstream::kafka::KafkaBroker;
 use ackstream::prelude::*;
 use ackstream::{Disposition, SettleStatus};
-use ackstream_kafka::KafkaBroker;
 use tokio::sync::Notify;
 
 async fn base_handler(body: String, msg: KafkaMessage) -> Result<(), HandlerError> {
@@ -92,5 +92,8 @@ async fn main() -> Result<(), ackstream::BoxError> {
     app.shutdown().await?;
     let committed = broker.committed_offset("group", &topic, 0).await?;
     println!("shut down; committed offset of {topic}/0: {committed:?} (4 records, all finished)");
+    if committed != Some(4) {
+        return Err(format!("expected the group to have committed 4, not {committed:?}").into());
+    }
     Ok(())
 }

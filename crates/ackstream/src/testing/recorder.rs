@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ackstream::event::Event;
-use ackstream::{Broker, Disposition, SettleStatus, TopicPartition};
+use crate::event::Event;
+use crate::{Broker, Disposition, SettleStatus, TopicPartition};
 use tokio::sync::watch;
 
 /// How long a test waits for an event before failing.
