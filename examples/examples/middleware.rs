@@ -73,7 +73,7 @@ async fn main() -> Result<(), ackstream::BoxError> {
     let app = App::new(broker.clone()).spawn();
     settled.notified().await;
     app.shutdown().await?;
-    let committed = broker.committed_offset("shipping", "orders", 0);
+    let committed = broker.committed_offset("shipping", "orders", 0).await?;
     println!("committed offset of orders/0: {committed:?} (every record finished)");
     assert_eq!(committed, Some(4));
     Ok(())

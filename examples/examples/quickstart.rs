@@ -154,7 +154,7 @@ async fn run(policy: AckPolicy, case: Case, n: usize) -> (u32, Option<i64>, Stri
     done.notified().await;
     app.shutdown().await.expect("clean shutdown");
     let deliveries = deliveries.load(std::sync::atomic::Ordering::SeqCst);
-    let committed = broker.committed_offset("group", &topic, 0);
+    let committed = broker.committed_now("group", &topic, 0);
     let last = last_settle.lock().unwrap().clone();
     (deliveries, committed, last)
 }

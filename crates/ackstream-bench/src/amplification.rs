@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ackstream::Admin;
 use ackstream::kafka::KafkaBroker;
 use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
@@ -269,6 +270,7 @@ pub(crate) async fn run_memory(args: &Args) -> Result<(), String> {
     let broker = MemoryBroker::new();
     broker
         .create_topic(MEMORY_TOPIC, args.partitions)
+        .await
         .map_err(|e| e.to_string())?;
     for id in 0..args.count() {
         broker

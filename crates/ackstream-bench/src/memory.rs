@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ackstream::Admin;
 use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
 use bytes::Bytes;
@@ -21,7 +22,10 @@ use crate::args::Args;
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let policy: AckPolicy = args.policy.parse()?;
     let broker = MemoryBroker::new();
-    broker.create_topic("cost", 1).map_err(|e| e.to_string())?;
+    broker
+        .create_topic("cost", 1)
+        .await
+        .map_err(|e| e.to_string())?;
     let payload = Bytes::from(vec![b'x'; 100]);
     let count = args.count();
     for _ in 0..count {
@@ -77,7 +81,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
     app.shutdown().await.map_err(|e| e.to_string())?;
     let (first, allocs_first) = *start.get().ok_or("no record handled")?;
     let per = (count - 1).max(1) as f64;
-    let committed = broker.committed_offset("cost", "cost", 0);
+    let committed = broker.committed_now("cost", "cost", 0);
     if committed != Some(count as i64) {
         return Err(format!("committed {committed:?}, expected {count}"));
     }

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use ackstream::Admin;
 use ackstream::kafka::KafkaBroker;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};

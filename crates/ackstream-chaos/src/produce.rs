@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ackstream::Admin;
 use ackstream::kafka::KafkaBroker;
 use std::sync::atomic::{AtomicU64, Ordering};
 

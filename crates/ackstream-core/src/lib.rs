@@ -14,6 +14,7 @@
 #[macro_use]
 mod macros;
 
+mod admin;
 pub mod backend;
 mod backoff;
 mod broker;
@@ -37,6 +38,7 @@ mod state;
 mod subscriber;
 pub mod tracker;
 
+pub use admin::Admin;
 pub use backoff::Backoff;
 pub use broker::{Broker, BrokerCore, Publish, Runnable};
 pub use buffer::BufferBudget;

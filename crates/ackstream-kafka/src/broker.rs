@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ackstream_core::{
-    BackendError, Broker, BrokerCore, ConfigError, OutgoingRecord, RecordPosition, SubscriberConfig,
+    Admin, BackendError, Broker, BrokerCore, ConfigError, OutgoingRecord, RecordPosition,
+    SubscriberConfig,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
@@ -203,14 +204,14 @@ impl KafkaBroker {
     pub fn commit_timeout(self, timeout: Duration) -> Self {
         self.update(|s| s.commit_timeout = timeout)
     }
+}
 
-    /// Creates a topic (succeeds if it already exists).
-    pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BackendError> {
+impl Admin for KafkaBroker {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BackendError> {
         crate::admin::create_topic(&self.core.backend().settings(), topic, partitions).await
     }
 
-    /// The offset `group` has committed for a partition, as the broker reports it.
-    pub async fn committed_offset(
+    async fn committed_offset(
         &self,
         group: &str,
         topic: &str,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 mod support;
 
+use ackstream::Admin;
 use ackstream::Broker;
 use ackstream::SubscriberBuilder;
 use ackstream_kafka::{KafkaBackend, KafkaBroker};

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use ackstream::Admin;
 use ackstream::prelude::*;
 use ackstream::{Disposition, TopicPartition};
 use ackstream_kafka::KafkaBroker;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::{Duration, Instant};
 
+use ackstream::Admin;
 use ackstream::prelude::*;
 use ackstream::{AppError, SettleStatus, TopicPartition};
 use ackstream_kafka::KafkaBroker;

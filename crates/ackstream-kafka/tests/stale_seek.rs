@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use ackstream::Admin;
 use ackstream::event::Event;
 use ackstream::prelude::*;
 use ackstream::{KafkaMessage, TopicPartition};

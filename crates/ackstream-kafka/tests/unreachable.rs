@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ackstream::Admin;
 use ackstream::prelude::*;
 use ackstream_kafka::KafkaBroker;
 

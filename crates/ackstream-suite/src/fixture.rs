@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ackstream::memory::MemoryBroker;
-use ackstream::{Broker, SubscriberBuilder};
+use ackstream::{Admin, Broker, SubscriberBuilder};
 
 /// A broker under test.
 pub trait Fixture: Send + Sync + 'static {
@@ -119,11 +119,12 @@ impl Fixture for MemoryFixture {
     async fn create_topic(&self, topic: &str, partitions: i32) {
         self.cluster
             .create_topic(topic, partitions)
+            .await
             .expect("create topic");
     }
 
     async fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
-        self.cluster.committed_offset(group, topic, partition)
+        self.cluster.committed_now(group, topic, partition)
     }
 
     fn property_cases(&self) -> u64 {

@@ -215,6 +215,6 @@ async fn an_invalid_topic_name_is_refused_with_a_reason() {
         .map(|s| s.to_string())
         .collect();
     for name in names {
-        assert!(broker.create_topic(&name, 1).is_err(), "{name:?}");
+        assert!(broker.create_topic(&name, 1).await.is_err(), "{name:?}");
     }
 }

@@ -41,7 +41,7 @@ async fn malformed_json_is_rejected_not_looped_and_logged_with_its_position() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let broker = MemoryBroker::new();
-    broker.create_topic("orders", 2).unwrap();
+    broker.create_topic("orders", 2).await.unwrap();
     broker
         .publish("orders", "{\"id\": oops")
         .partition(1)
@@ -77,7 +77,7 @@ async fn malformed_json_is_rejected_not_looped_and_logged_with_its_position() {
         ackstream::DEFAULT_DECODE_ATTEMPTS as usize,
         "bounded redelivery, then rejected"
     );
-    assert_eq!(broker.committed_offset("g", "orders", 1), Some(2));
+    assert_eq!(broker.committed_now("g", "orders", 1), Some(2));
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = log
         .lines()

@@ -32,7 +32,7 @@ async fn panicking_handler_leaves_the_consumer_running() {
     broker.wait_committed("g", "t", 4).await;
     app.shutdown().await.unwrap();
     assert_eq!(handled.lock().unwrap().len(), 2);
-    assert_eq!(broker.committed_offset("g", "t", 0), Some(4));
+    assert_eq!(broker.committed_now("g", "t", 0), Some(4));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use ackstream::prelude::*;
 #[tokio::test]
 async fn keyed_records_land_where_kafkas_partitioner_puts_them() {
     let broker = MemoryBroker::new();
-    broker.create_topic("t", 6).unwrap();
+    broker.create_topic("t", 6).await.unwrap();
     for key in ["a", "customer-42", "21", "foobar", ""] {
         let pos = broker.publish("t", "v").key(key).await.unwrap();
         assert_eq!(pos.partition, partition_for_key(key.as_bytes(), 6), "{key}");
@@ -21,7 +21,7 @@ async fn keyed_records_land_where_kafkas_partitioner_puts_them() {
 #[tokio::test]
 async fn explicit_partition_wins_and_must_exist() {
     let broker = MemoryBroker::new();
-    broker.create_topic("t", 2).unwrap();
+    broker.create_topic("t", 2).await.unwrap();
     let pos = broker
         .publish("t", "v")
         .key("k")
@@ -39,7 +39,7 @@ async fn topics_are_created_on_first_use_with_the_default_partition_count() {
     broker.publish("new", "v").await.unwrap();
     assert_eq!(broker.partition_count("new"), Some(3));
     assert!(
-        broker.create_topic("new", 5).is_err(),
+        broker.create_topic("new", 5).await.is_err(),
         "recreating with another count"
     );
 }
@@ -79,7 +79,7 @@ async fn headers_and_keys_reach_the_handler() {
 #[tokio::test]
 async fn subscriber_without_group_reads_every_partition_and_commits_nothing() {
     let broker = MemoryBroker::new();
-    broker.create_topic("t", 3).unwrap();
+    broker.create_topic("t", 3).await.unwrap();
     for p in 0..3 {
         broker.publish("t", "v").partition(p).await.unwrap();
     }

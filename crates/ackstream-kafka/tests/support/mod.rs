@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ackstream::Admin;
 use ackstream_kafka::KafkaBroker;
 
 /// A broker client for tests: commits every 100 ms, since tests settle in milliseconds.

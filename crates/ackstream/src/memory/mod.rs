@@ -14,7 +14,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), ackstream::BoxError> {
 //! let broker = MemoryBroker::new();
-//! broker.create_topic("orders", 3)?;
+//! broker.create_topic("orders", 3).await?;
 //! broker.publish("orders", "hello").key("customer-1").await?;
 //!
 //! broker
@@ -30,7 +30,7 @@
 //! broker.wait_committed("billing", "orders", 1).await;
 //! app.shutdown().await?;
 //! let partition = ackstream::memory::partition_for_key(b"customer-1", 3);
-//! assert_eq!(broker.committed_offset("billing", "orders", partition), Some(1));
+//! assert_eq!(broker.committed_now("billing", "orders", partition), Some(1));
 //! assert_eq!(broker.delivery_count(Some("billing"), "orders", partition, 0), 1);
 //! # Ok(())
 //! # }
@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use ackstream_core::backend::{Backend, ConsumerEvent, NoCommit};
 use ackstream_core::{
-    BackendError, Broker, BrokerCore, OffsetReset, OutgoingRecord, Record, RecordPosition,
+    Admin, BackendError, Broker, BrokerCore, OffsetReset, OutgoingRecord, Record, RecordPosition,
     SubscriberConfig, TopicPartition,
 };
 use tokio::sync::mpsc;
@@ -191,13 +191,10 @@ impl MemoryBroker {
         self
     }
 
-    /// Creates a topic with `partitions` partitions (no-op if it exists with that many).
-    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BackendError> {
-        self.cluster().topics.create(topic, partitions).map(drop)
-    }
-
-    /// The offset `group` has committed for a partition: the next record it will read.
-    pub fn committed_offset(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    /// The offset `group` has committed for a partition (the next record it reads), read at
+    /// once: commits are applied synchronously here. [`Admin::committed_offset`] is the same
+    /// for code that runs against either broker.
+    pub fn committed_now(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         self.cluster()
             .existing_group(group)?
             .committed(&TopicPartition::new(topic, partition))
@@ -211,7 +208,7 @@ impl MemoryBroker {
             .get(topic)
             .map_or(0, |t| t.partitions.len() as i32);
         (0..partitions)
-            .filter_map(|p| self.committed_offset(group, topic, p))
+            .filter_map(|p| self.committed_now(group, topic, p))
             .sum()
     }
 
@@ -271,5 +268,20 @@ impl MemoryBroker {
             Some(g) => g.member_count().await,
             None => 0,
         }
+    }
+}
+
+impl Admin for MemoryBroker {
+    async fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), BackendError> {
+        self.cluster().topics.create(topic, partitions).map(drop)
+    }
+
+    async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, BackendError> {
+        Ok(self.committed_now(group, topic, partition))
     }
 }
