@@ -44,7 +44,7 @@ pub(crate) struct Args {
     /// `max_workers`; `None` leaves the default (one record at a time per partition).
     pub(crate) concurrency: Option<usize>,
     /// `--ordering`.
-    pub(crate) ordering: ackstream::Ordering,
+    pub(crate) ordering: ackstream::KeepOrder,
     /// `--handler-sleep-ms`: the handler awaits a timer this long (standing in for I/O).
     pub(crate) handler_sleep: Option<std::time::Duration>,
     /// `--slow-partition N --slow-ms MS`: partition N's handler awaits MS (the others are
@@ -96,7 +96,7 @@ impl Args {
             count: None,
             policy: String::new(),
             concurrency: None,
-            ordering: ackstream::Ordering::Partition,
+            ordering: ackstream::KeepOrder::Partition,
             handler_sleep: None,
             slow: None,
             produce: false,

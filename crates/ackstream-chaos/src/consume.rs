@@ -70,7 +70,7 @@ pub(crate) async fn run(a: &Args) -> Result<(), String> {
         .auto_offset_reset(OffsetReset::Earliest)
         .ack_policy(AckPolicy::NackOnError)
         .max_workers(WORKERS)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(move |Json(r): Json<ChaosRecord>, Attempt(attempt)| {
             let log = log.clone();
             async move {

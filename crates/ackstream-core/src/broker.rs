@@ -154,7 +154,9 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// The backend behind this broker.
     type Backend: Backend;
 
-    /// The shared machinery (what backends implement the broker with).
+    /// The shared machinery (what backends implement the broker with). Hidden from the docs:
+    /// it is how a backend crate builds a broker, not something an application calls.
+    #[doc(hidden)]
     fn core(&self) -> &Arc<BrokerCore<Self::Backend>>;
 
     /// Starts declaring a subscriber to one topic.

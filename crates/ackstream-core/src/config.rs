@@ -2,7 +2,7 @@
 //! registered.
 
 use crate::AckPolicy;
-use crate::ordering::Ordering;
+use crate::ordering::KeepOrder;
 
 /// Where a consumer group without a committed offset starts reading (Kafka's `auto.offset.reset`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -44,7 +44,7 @@ pub struct SubscriberConfig {
     /// partition, partitions side by side).
     pub max_workers: Option<usize>,
     /// Which records of a partition may be in flight together.
-    pub ordering: Ordering,
+    pub ordering: KeepOrder,
     /// Where rejected records are published before they are committed past.
     pub dead_letter_topic: Option<String>,
     /// What the subscriber may hold of records read ahead of its handler, over all its

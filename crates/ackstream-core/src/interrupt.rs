@@ -40,7 +40,7 @@ pub struct NackMessage;
 
 impl NackMessage {
     /// A nack whose redelivery waits `delay`: the record's lane waits with it (its partition
-    /// under `Ordering::Partition`, its key under `Ordering::Key`); other lanes go on.
+    /// under `KeepOrder::Partition`, its key under `KeepOrder::Key`); other lanes go on.
     pub fn after(delay: Duration) -> NackAfter {
         NackAfter(delay)
     }

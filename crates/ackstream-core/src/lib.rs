@@ -52,7 +52,7 @@ pub use interrupt::{
     AckMessage, Disposition, MAX_NACK_DELAY, NackAfter, NackMessage, RejectMessage, SettleStatus,
 };
 pub use message::{KafkaMessage, SettleError};
-pub use ordering::Ordering;
+pub use ordering::KeepOrder;
 pub use outcome::{IntoOutcome, Outcome};
 pub use policy::AckPolicy;
 pub use record::{Header, Headers, OutgoingRecord, Record, RecordPosition, TopicPartition};

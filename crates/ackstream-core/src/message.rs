@@ -145,7 +145,7 @@ impl KafkaMessage {
     }
 
     /// Nacks: this record is delivered again, to this member, in its place in its lane (the
-    /// records of its partition under `Ordering::Partition`, of its key under `Ordering::Key`,
+    /// records of its partition under `KeepOrder::Partition`, of its key under `KeepOrder::Key`,
     /// wait for it); records behind it that ran or finished are not delivered again. It stays
     /// unfinished meanwhile, so no commit passes it. After the subscriber's `max_attempts` it
     /// is rejected.

@@ -10,12 +10,12 @@ use std::str::FromStr;
 /// finished, so handlers completing out of order never commit a record early.
 ///
 /// ```
-/// use ackstream_core::Ordering;
-/// assert_eq!(Ordering::default(), Ordering::Partition);
-/// assert_eq!("key".parse::<Ordering>(), Ok(Ordering::Key));
+/// use ackstream_core::KeepOrder;
+/// assert_eq!(KeepOrder::default(), KeepOrder::Partition);
+/// assert_eq!("key".parse::<KeepOrder>(), Ok(KeepOrder::Key));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Ordering {
+pub enum KeepOrder {
     /// One record at a time per partition, in offset order (Kafka's own guarantee). Partitions
     /// are handled side by side; `max_workers` caps how many at once.
     #[default]
@@ -28,31 +28,31 @@ pub enum Ordering {
     Unordered,
 }
 
-impl Ordering {
+impl KeepOrder {
     /// Every ordering, in declaration order.
-    pub const ALL: [Ordering; 3] = [Ordering::Partition, Ordering::Key, Ordering::Unordered];
+    pub const ALL: [KeepOrder; 3] = [KeepOrder::Partition, KeepOrder::Key, KeepOrder::Unordered];
 
     /// The ordering's name as `FromStr` reads it (`partition`, `key`, `unordered`).
     pub fn name(self) -> &'static str {
         match self {
-            Ordering::Partition => "partition",
-            Ordering::Key => "key",
-            Ordering::Unordered => "unordered",
+            KeepOrder::Partition => "partition",
+            KeepOrder::Key => "key",
+            KeepOrder::Unordered => "unordered",
         }
     }
 }
 
-impl fmt::Display for Ordering {
+impl fmt::Display for KeepOrder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Ordering {
+impl FromStr for KeepOrder {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ordering::ALL
+        KeepOrder::ALL
             .into_iter()
             .find(|o| o.name() == s)
             .ok_or_else(|| format!("unknown ordering {s:?} (partition, key or unordered)"))

@@ -8,7 +8,7 @@ use crate::config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 use crate::error::ConfigError;
 use crate::handler::Handler;
 use crate::handler::service::{BoxMessageService, Layers, MessageService};
-use crate::ordering::Ordering;
+use crate::ordering::KeepOrder;
 use crate::runtime::subscription::{HandlerSubscription, Subscription};
 
 /// Where a declared subscriber is registered: its broker (a
@@ -40,7 +40,7 @@ pub struct SubscriberBuilder<B: Backend> {
     retry_backoff: crate::Backoff,
     manual_cumulative: bool,
     max_workers: Option<usize>,
-    ordering: Ordering,
+    ordering: KeepOrder,
     dead_letter_topic: Option<String>,
     buffer: crate::BufferBudget,
     settings: Vec<(String, String)>,
@@ -69,7 +69,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             retry_backoff: crate::Backoff::default(),
             manual_cumulative: false,
             max_workers: None,
-            ordering: Ordering::Partition,
+            ordering: KeepOrder::Partition,
             dead_letter_topic: None,
             buffer: crate::BufferBudget::default(),
             settings: Vec::new(),
@@ -179,14 +179,14 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// reads nothing more (its records stay with the backend, which stops fetching them).
     ///
     /// ```
-    /// # use ackstream_core::Ordering;
+    /// # use ackstream_core::KeepOrder;
     /// # fn f(broker: &impl ackstream_core::Broker) {
     /// broker
     ///     .subscriber("orders")
     ///     .group_id("billing")
     ///     .auto_commit(false)
     ///     .max_workers(64)
-    ///     .ordering(Ordering::Key)
+    ///     .ordering(KeepOrder::Key)
     ///     .handle(|body: String| async move { /* an HTTP call, a database write */ });
     /// # }
     /// ```
@@ -201,8 +201,8 @@ impl<B: Backend> SubscriberBuilder<B> {
     }
 
     /// Which records of a partition may be handled at the same time (default
-    /// [`Ordering::Partition`]).
-    pub fn ordering(mut self, ordering: Ordering) -> Self {
+    /// [`KeepOrder::Partition`]).
+    pub fn ordering(mut self, ordering: KeepOrder) -> Self {
         self.ordering = ordering;
         self
     }

@@ -62,7 +62,7 @@ async fn many_commits_during_a_coordinator_outage_use_a_bounded_number_of_thread
             .auto_offset_reset(OffsetReset::Earliest)
             .no_ack(true)
             .max_workers(HANDLERS)
-            .ordering(Ordering::Unordered)
+            .ordering(KeepOrder::Unordered)
             .handle(move |msg: KafkaMessage| {
                 let (entered, all_entered, committed, confirmed) = (
                     entered.clone(),

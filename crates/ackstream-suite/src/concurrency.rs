@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use ackstream::event::Event;
 use ackstream::extract::Offset;
 use ackstream::prelude::*;
-use ackstream::{Disposition, Ordering, SettleStatus, TopicPartition};
+use ackstream::{Disposition, KeepOrder, SettleStatus, TopicPartition};
 use tokio::sync::{Barrier, Notify, mpsc};
 
 use crate::explorer::Rng;
@@ -118,7 +118,7 @@ pub async fn a_slow_partition_does_not_stall_the_others<F: Fixture>(fx: &F) {
     assert_eq!(fx.committed(&group, &topic, 1).await, Some(20));
 }
 
-/// `Ordering::Unordered` runs up to `max_workers` records at once, never more.
+/// `KeepOrder::Unordered` runs up to `max_workers` records at once, never more.
 pub async fn unordered_runs_up_to_max_workers_at_once<F: Fixture>(fx: &F) {
     let broker = fx.connect();
     let (topic, group) = (unique("unordered"), unique("group"));
@@ -134,7 +134,7 @@ pub async fn unordered_runs_up_to_max_workers_at_once<F: Fixture>(fx: &F) {
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(4)
-        .ordering(Ordering::Unordered)
+        .ordering(KeepOrder::Unordered)
         .handle(move |Offset(o): Offset| {
             let (c, tx) = (c.clone(), tx.clone());
             async move {
@@ -152,7 +152,7 @@ pub async fn unordered_runs_up_to_max_workers_at_once<F: Fixture>(fx: &F) {
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(12));
 }
 
-/// `max_workers` bounds the whole subscriber: with `Ordering::Partition` and two workers, two
+/// `max_workers` bounds the whole subscriber: with `KeepOrder::Partition` and two workers, two
 /// of four partitions run at a time.
 pub async fn max_workers_bounds_the_subscriber_across_partitions<F: Fixture>(fx: &F) {
     let broker = fx.connect();
@@ -193,7 +193,7 @@ pub async fn max_workers_bounds_the_subscriber_across_partitions<F: Fixture>(fx:
 /// A partition and a key.
 type KeyLane = (i32, Vec<u8>);
 
-/// Under `Ordering::Key`, records of one key never overlap in time and run in offset order,
+/// Under `KeepOrder::Key`, records of one key never overlap in time and run in offset order,
 /// while different keys run side by side.
 pub async fn key_ordering_never_overlaps_a_key_and_keeps_its_order<F: Fixture>(fx: &F) {
     const PER_PARTITION: usize = 150;
@@ -221,7 +221,7 @@ pub async fn key_ordering_never_overlaps_a_key_and_keeps_its_order<F: Fixture>(f
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(16)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(
             move |Partition(p): Partition, Offset(o): Offset, Key(key): Key| {
                 let (g, a, ord, over, tx) =
@@ -290,7 +290,7 @@ pub async fn nack_under_concurrency_redelivers_only_the_nacked_record<F: Fixture
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(4)
-        .ordering(Ordering::Unordered)
+        .ordering(KeepOrder::Unordered)
         .handle(move |Offset(o): Offset, Attempt(attempt): Attempt| {
             let (b, c) = (b.clone(), c.clone());
             async move {
@@ -325,7 +325,7 @@ pub async fn nack_under_concurrency_redelivers_only_the_nacked_record<F: Fixture
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(8));
 }
 
-/// Under `Ordering::Key` with more partitions than workers (each partition's part of what may
+/// Under `KeepOrder::Key` with more partitions than workers (each partition's part of what may
 /// be held is small), a key waiting out a nack's delay, with another record of it queued behind,
 /// still lets the partition's other keys run.
 pub async fn under_key_ordering_a_waiting_key_stops_no_other_key_however_many_partitions<
@@ -348,7 +348,7 @@ pub async fn under_key_ordering_a_waiting_key_stops_no_other_key_however_many_pa
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(2)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(move |Offset(offset): Offset, Attempt(attempt): Attempt| {
             let tx = tx.clone();
             async move {
@@ -375,7 +375,7 @@ pub async fn under_key_ordering_a_waiting_key_stops_no_other_key_however_many_pa
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(0));
 }
 
-/// Under `Ordering::Key`, a nack's delay holds back only the nacked key: the partition is
+/// Under `KeepOrder::Key`, a nack's delay holds back only the nacked key: the partition is
 /// rewound at once, and the records of other keys are handled, and finished, while the nacked
 /// record waits out its delay (unfinished: the commit does not pass it meanwhile). With two
 /// workers: the pause itself takes no place in the partition's bound, only the record waiting
@@ -402,7 +402,7 @@ pub async fn under_key_ordering_a_nack_delay_holds_back_only_its_key<F: Fixture>
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(2)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(
             move |Key(key): Key, Offset(offset): Offset, Attempt(attempt): Attempt| {
                 let (n, tx) = (n.clone(), tx.clone());
@@ -473,7 +473,7 @@ pub async fn commit_rule_holds_under_random_concurrency_nacks_and_rebalances<F: 
 
 async fn commit_rule_case<F: Fixture>(fx: &F, seed: u64) {
     let mut rng = Rng::new(seed);
-    let ordering = Ordering::ALL[rng.below(3) as usize];
+    let ordering = KeepOrder::ALL[rng.below(3) as usize];
     let workers = 1 + rng.below(8) as usize;
     let partitions = 1 + rng.below(3) as i32;
     let per_partition = 1 + rng.below(25) as usize;

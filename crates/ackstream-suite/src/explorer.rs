@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use ackstream::event::Event;
 use ackstream::prelude::*;
-use ackstream::{Disposition, Ordering, RunningApp, SettleStatus, TopicPartition};
+use ackstream::{Disposition, KeepOrder, RunningApp, SettleStatus, TopicPartition};
 use tokio::sync::watch;
 
 use crate::{Fixture, unique};
@@ -128,7 +128,7 @@ enum Membership {
 pub struct Schedule {
     seed: u64,
     policy: AckPolicy,
-    ordering: Ordering,
+    ordering: KeepOrder,
     workers: Option<usize>,
     max_attempts: Option<u32>,
     backoff_ms: u64,
@@ -238,9 +238,9 @@ impl Schedule {
     pub fn draw(seed: u64, membership_changes: bool) -> Self {
         let mut rng = Rng::new(seed);
         let policy = POLICIES[rng.below(5) as usize];
-        let ordering = Ordering::ALL[rng.below(3) as usize];
+        let ordering = KeepOrder::ALL[rng.below(3) as usize];
         let workers = match rng.below(4) {
-            0 if ordering == Ordering::Partition => None,
+            0 if ordering == KeepOrder::Partition => None,
             0 | 1 => Some(1 + rng.below(4) as usize),
             2 => Some(1 + rng.below(16) as usize),
             _ => Some(1 + rng.below(64) as usize),
@@ -284,7 +284,7 @@ impl Schedule {
         let storm = rng.chance(15);
         // Under key ordering with the membership changing, a storm's delays are long (50-300
         // ms), so a revoke or a shutdown comes while keys wait out their delays.
-        let long_delays = storm && ordering == Ordering::Key && membership != Membership::Alone;
+        let long_delays = storm && ordering == KeepOrder::Key && membership != Membership::Alone;
         let trouble = if storm {
             60 + rng.below(30)
         } else {
@@ -855,13 +855,13 @@ fn lane(
     key: &Option<Vec<u8>>,
 ) -> Option<(i32, Option<Vec<u8>>)> {
     match s.ordering {
-        Ordering::Partition => Some((tp.partition, None)),
-        Ordering::Key => Some((tp.partition, key.clone())),
-        Ordering::Unordered => None,
+        KeepOrder::Partition => Some((tp.partition, None)),
+        KeepOrder::Key => Some((tp.partition, key.clone())),
+        KeepOrder::Unordered => None,
     }
 }
 
-/// A lane: partition, and key under `Ordering::Key`.
+/// A lane: partition, and key under `KeepOrder::Key`.
 type LaneId = (i32, Option<Vec<u8>>);
 /// A handler run's record: where, its key, when it started.
 type RunOf = (TopicPartition, i64, Option<Vec<u8>>, Instant);

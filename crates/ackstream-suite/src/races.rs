@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ackstream::prelude::*;
-use ackstream::{Disposition, Ordering, TopicPartition};
+use ackstream::{Disposition, KeepOrder, TopicPartition};
 use tokio::sync::{mpsc, watch};
 
 use crate::concurrency::check_commit_rule;
@@ -93,7 +93,7 @@ type Run = (i64, u32, Instant, Instant);
 /// Under `Partition` or `Key` ordering with several workers, the record after a nacked one in
 /// its lane starts only after the nacked record's retry (which waits out its delay), and runs
 /// once.
-async fn lane_waits_for_its_nacked_record<F: Fixture>(fx: &F, ordering: Ordering) {
+async fn lane_waits_for_its_nacked_record<F: Fixture>(fx: &F, ordering: KeepOrder) {
     const DELAY: Duration = Duration::from_millis(300);
     let broker = fx.connect();
     let (topic, group) = (unique("laneover"), unique("group"));
@@ -143,14 +143,14 @@ async fn lane_waits_for_its_nacked_record<F: Fixture>(fx: &F, ordering: Ordering
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(10));
 }
 
-/// `Ordering::Partition` with several workers: a lane does not run past its nacked record.
+/// `KeepOrder::Partition` with several workers: a lane does not run past its nacked record.
 pub async fn under_partition_ordering_a_lane_waits_for_its_nacked_record<F: Fixture>(fx: &F) {
-    lane_waits_for_its_nacked_record(fx, Ordering::Partition).await;
+    lane_waits_for_its_nacked_record(fx, KeepOrder::Partition).await;
 }
 
-/// `Ordering::Key` with several workers: a key's lane does not run past its nacked record.
+/// `KeepOrder::Key` with several workers: a key's lane does not run past its nacked record.
 pub async fn under_key_ordering_a_lane_waits_for_its_nacked_record<F: Fixture>(fx: &F) {
-    lane_waits_for_its_nacked_record(fx, Ordering::Key).await;
+    lane_waits_for_its_nacked_record(fx, KeepOrder::Key).await;
 }
 
 /// Two records nacked at about the same time, the later one with a delay and the earlier one
@@ -173,7 +173,7 @@ pub async fn two_nacks_pending_at_once_keep_their_own_delays<F: Fixture>(fx: &F)
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(4)
-        .ordering(Ordering::Unordered)
+        .ordering(KeepOrder::Unordered)
         .handle(move |msg: KafkaMessage| {
             let (slot, done, tx) = (slot.clone(), done.clone(), tx.clone());
             async move {
@@ -217,7 +217,7 @@ pub async fn two_nacks_pending_at_once_keep_their_own_delays<F: Fixture>(fx: &F)
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(4));
 }
 
-/// Under `Ordering::Key`, a revoke (here: the app shutting down) during a key's nack delay does
+/// Under `KeepOrder::Key`, a revoke (here: the app shutting down) during a key's nack delay does
 /// not end the delay early: neither the nacked record nor the record of its key waiting behind
 /// it starts during the drain. Repeated, since the window is small.
 pub async fn a_revoke_during_a_key_delay_starts_nothing_of_that_key<F: Fixture>(fx: &F) {
@@ -234,7 +234,7 @@ pub async fn a_revoke_during_a_key_delay_starts_nothing_of_that_key<F: Fixture>(
             .auto_offset_reset(OffsetReset::Earliest)
             .auto_commit(false)
             .max_workers(2)
-            .ordering(Ordering::Key)
+            .ordering(KeepOrder::Key)
             .handle(move |Offset(o): Offset, Attempt(a): Attempt| {
                 let tx = tx.clone();
                 async move {
@@ -270,7 +270,7 @@ pub async fn a_revoke_during_a_key_delay_starts_nothing_of_that_key<F: Fixture>(
 
 /// A handler that always fails under `NackOnError` backs off between attempts (100 ms doubling
 /// by default), so in two seconds its record is delivered at most 6 times, and under
-/// `Ordering::Key` the other keys of its partition keep flowing meanwhile.
+/// `KeepOrder::Key` the other keys of its partition keep flowing meanwhile.
 pub async fn a_record_that_always_fails_backs_off_and_other_keys_flow<F: Fixture>(fx: &F) {
     const WATCH: Duration = Duration::from_secs(2);
     let broker = fx.connect();
@@ -285,7 +285,7 @@ pub async fn a_record_that_always_fails_backs_off_and_other_keys_flow<F: Fixture
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(4)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(move |Offset(o): Offset| {
             let tx = tx.clone();
             async move {
@@ -455,7 +455,7 @@ pub async fn a_nack_delay_too_large_for_the_clock_is_capped<F: Fixture>(fx: &F) 
         .auto_offset_reset(OffsetReset::Earliest)
         .no_ack(true)
         .max_workers(2)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(move |msg: KafkaMessage| {
             let tx = tx.clone();
             async move {

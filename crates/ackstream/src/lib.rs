@@ -72,11 +72,11 @@ pub mod testing;
 
 pub use ackstream_core::{
     AckMessage, AckPolicy, Admin, BackendError, BackendErrorKind, Backoff, BoxError,
-    BoxMessageService, Broker, BrokerCore, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS,
-    Disposition, Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, MessageService,
-    NackAfter, NackMessage, OffsetReset, Ordering, Outcome, OutgoingRecord, Publish, Record,
-    RecordPosition, RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder,
-    SubscriberConfig, TopicPartition, backend, dead_letter, event, extract, tracker,
+    BoxMessageService, Broker, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition,
+    Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, KeepOrder, MessageService,
+    NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Record, RecordPosition,
+    RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
+    dead_letter, event, extract,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 
@@ -86,7 +86,7 @@ pub mod prelude {
     pub use crate::extract::Json;
     pub use crate::extract::{Attempt, Key, Offset, Partition, State};
     pub use crate::{
-        AckMessage, AckPolicy, Admin, App, Broker, HandlerError, Headers, KafkaMessage,
-        NackMessage, OffsetReset, Ordering, RejectMessage,
+        AckMessage, AckPolicy, Admin, App, Broker, HandlerError, Headers, KafkaMessage, KeepOrder,
+        NackMessage, OffsetReset, RejectMessage,
     };
 }

@@ -146,7 +146,7 @@ async fn a_malformed_attempt_header_changes_nothing() {
     app.shutdown().await.unwrap();
 }
 
-/// Under `Ordering::Key`, records without a key count as one key: they run one at a time, in
+/// Under `KeepOrder::Key`, records without a key count as one key: they run one at a time, in
 /// offset order.
 #[tokio::test]
 async fn records_without_a_key_keep_their_order_under_key_ordering() {
@@ -164,7 +164,7 @@ async fn records_without_a_key_keep_their_order_under_key_ordering() {
         .auto_offset_reset(OffsetReset::Earliest)
         .auto_commit(false)
         .max_workers(8)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .handle(move |Offset(offset): Offset| {
             let (o, r, over) = (o.clone(), r.clone(), over.clone());
             async move {

@@ -270,7 +270,7 @@ async fn one_concurrency_limit_bounds_the_records_of_every_subscriber_it_is_give
             .group_id("g")
             .auto_offset_reset(OffsetReset::Earliest)
             .ack_policy(AckPolicy::NackOnError)
-            .ordering(ackstream::Ordering::Unordered)
+            .ordering(ackstream::KeepOrder::Unordered)
             .max_workers(8)
             .layer(limit.clone())
             .handle(move || {

@@ -1,8 +1,8 @@
 //! Misconfiguration is a clear error when the subscriber is declared, before anything is consumed.
 
+use ackstream::ConfigError;
 use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use ackstream::{ConfigError, SubscriberConfig};
 
 async fn noop(_: String) {}
 
@@ -85,7 +85,7 @@ fn no_ack_combined_with_auto_commit_is_refused() {
 }
 
 fn policy_of(b: ackstream::SubscriberBuilder<ackstream::memory::MemoryBackend>) -> AckPolicy {
-    let config: SubscriberConfig = b.build_config().unwrap();
+    let config = b.build_config().unwrap();
     config.ack_policy
 }
 
@@ -172,10 +172,10 @@ fn policy_names_round_trip() {
 
 #[test]
 fn ordering_names_round_trip() {
-    for o in Ordering::ALL {
-        assert_eq!(o.name().parse::<Ordering>().unwrap(), o);
+    for o in KeepOrder::ALL {
+        assert_eq!(o.name().parse::<KeepOrder>().unwrap(), o);
     }
-    assert!("random".parse::<Ordering>().is_err());
+    assert!("random".parse::<KeepOrder>().is_err());
 }
 
 #[test]
@@ -185,17 +185,17 @@ fn concurrency_is_another_name_for_max_workers() {
         .subscriber("t")
         .group_id("g")
         .concurrency(16)
-        .ordering(Ordering::Key)
+        .ordering(KeepOrder::Key)
         .build_config()
         .unwrap();
     assert_eq!(
         (config.max_workers, config.ordering),
-        (Some(16), Ordering::Key)
+        (Some(16), KeepOrder::Key)
     );
     let defaults = broker.subscriber("t").build_config().unwrap();
     assert_eq!(
         (defaults.max_workers, defaults.ordering),
-        (None, Ordering::Partition)
+        (None, KeepOrder::Partition)
     );
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Records are read in offset order and delivered to the tracker at once, so a record waiting
 //! for its turn holds the commit back like one in flight. Each record then joins a *lane*: the
-//! whole partition under `Ordering::Partition`, its key under `Ordering::Key`, none under
-//! `Ordering::Unordered`. A lane runs one record at a time, in offset order; the rest wait in
+//! whole partition under `KeepOrder::Partition`, its key under `KeepOrder::Key`, none under
+//! `KeepOrder::Unordered`. A lane runs one record at a time, in offset order; the rest wait in
 //! it. A record starts once it has a worker permit from the subscriber's shared pool; a lane
 //! hands its permit straight to its next record.
 //!
@@ -39,14 +39,14 @@ use crate::backend::PartitionFeed;
 use crate::config::SubscriberConfig;
 use crate::handler::service::MessageService;
 use crate::message::KafkaMessage;
-use crate::ordering::Ordering;
+use crate::ordering::KeepOrder;
 use crate::record::Record;
 use crate::settle::{PartitionContext, Retry};
 
 /// Which lane a record runs in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Lane {
-    /// The whole partition (`Ordering::Partition`).
+    /// The whole partition (`KeepOrder::Partition`).
     Partition,
     /// One key; records without a key share the `None` lane.
     Key(Option<Bytes>),
@@ -54,11 +54,11 @@ enum Lane {
     Free,
 }
 
-fn lane_for(ordering: Ordering, key: Option<&Bytes>) -> Lane {
+fn lane_for(ordering: KeepOrder, key: Option<&Bytes>) -> Lane {
     match ordering {
-        Ordering::Partition => Lane::Partition,
-        Ordering::Key => Lane::Key(key.cloned()),
-        Ordering::Unordered => Lane::Free,
+        KeepOrder::Partition => Lane::Partition,
+        KeepOrder::Key => Lane::Key(key.cloned()),
+        KeepOrder::Unordered => Lane::Free,
     }
 }
 

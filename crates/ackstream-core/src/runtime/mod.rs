@@ -74,7 +74,7 @@ where
     };
     // The subscriber's worker pool, shared by its partitions (and kept across rebalances).
     let pool = Arc::new(concurrent::Pool::new(config.max_workers));
-    let one_at_a_time = pool.is_single() && config.ordering == crate::Ordering::Partition;
+    let one_at_a_time = pool.is_single() && config.ordering == crate::KeepOrder::Partition;
     let mut workers: HashMap<TopicPartition, Worker> = HashMap::new();
     loop {
         let event = tokio::select! {

@@ -52,7 +52,11 @@ use ackstream_core::{
 };
 use tokio::sync::mpsc;
 
+// The backend's consumer side: public because the backend's types name them, hidden because
+// an application never uses them.
+#[doc(hidden)]
 pub use consumer::MemoryConsumer;
+#[doc(hidden)]
 pub use feed::MemoryFeed;
 pub use partitioner::{murmur2, partition_for_key};
 
