@@ -1,4 +1,4 @@
-//! The acknowledgement contract, shown: the seed's handler under every ack policy, on the
+//! The acknowledgement contract, shown: the README's handler under every ack policy, on the
 //! in-memory broker (no Kafka needed).
 //!
 //! Run with: `cargo run --example quickstart`
@@ -171,7 +171,7 @@ async fn main() {
     std::panic::set_hook(Box::new(|_| {})); // the demo's panics are caught and shown in the table
 
     println!(
-        "ackstream quickstart: the seed's handler under every ack policy (in-memory broker)\n"
+        "ackstream quickstart: the README's handler under every ack policy (in-memory broker)\n"
     );
     println!(
         "{:<16} {:<32} {:>10} {:>10}  record 0 settled as",

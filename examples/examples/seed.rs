@@ -1,4 +1,4 @@
-//! The seed program on real Kafka: `group_id("group").auto_commit(false)`, manual ack and nack,
+//! The README's first example on real Kafka: `group_id("group").auto_commit(false)`, manual ack and nack,
 //! and interrupts from two calls deep.
 //!
 //! Run with (a Kafka-compatible broker on 127.0.0.1:9092, e.g. `scripts/broker up`):

@@ -7,7 +7,7 @@
 //! broker. One cluster with one broker serves the whole test binary; tests keep apart through
 //! unique topic and group names.
 //!
-//! Settings, and why (see `shared/design/brokers.md`, "librdkafka's mock cluster"):
+//! Settings, and why (each is a behaviour of librdkafka's mock cluster we measured):
 //! - The cluster is owned by a client made with `test.mock.num.brokers=1`, kept in a `static`
 //!   and never dropped, so the cluster outlives every test. A `MockCluster` value is not `Send`;
 //!   the one used to create a topic is borrowed from that client for the duration of the call.

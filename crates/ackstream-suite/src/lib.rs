@@ -1,4 +1,4 @@
-//! The behaviour suite: every acknowledgement rule of `semantics.md`, written once against a
+//! The behaviour suite: every acknowledgement rule of `docs/acknowledgement.md`, written once against a
 //! [`Fixture`], run against every broker (the in-memory broker here, Kafka in `ackstream-kafka`).
 //!
 //! A broker's test file is one line:

@@ -57,7 +57,7 @@ pub struct Expected {
 const ACK: Option<Disposition> = Some(Disposition::Ack);
 const REJECT: Option<Disposition> = Some(Disposition::Reject);
 
-/// The contract, as a table (semantics.md, "Policies" and "Interrupts").
+/// The contract, as a table (`docs/acknowledgement.md`, "Policies" and "Interrupts and failures").
 pub fn expected(policy: AckPolicy, behaviour: Behaviour) -> Expected {
     use AckPolicy::*;
     use Behaviour::*;
