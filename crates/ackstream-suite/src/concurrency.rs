@@ -603,3 +603,22 @@ pub fn check_commit_rule(events: &[Event], case: &str) {
         }
     }
 }
+
+/// The scenarios of this file, for `behaviour_suite!`: one test each per broker. A scenario
+/// missing here would never run; `every_scenario_is_listed` fails if one is.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenarios_concurrency {
+    ($attrs:tt $fixture:expr) => {
+        $crate::__module_tests!($attrs $fixture, concurrency,
+            a_slow_partition_does_not_stall_the_others,
+            unordered_runs_up_to_max_workers_at_once,
+            max_workers_bounds_the_subscriber_across_partitions,
+            key_ordering_never_overlaps_a_key_and_keeps_its_order,
+            nack_under_concurrency_redelivers_only_the_nacked_record,
+            under_key_ordering_a_nack_delay_holds_back_only_its_key,
+            under_key_ordering_a_waiting_key_stops_no_other_key_however_many_partitions,
+            commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
+        );
+    };
+}

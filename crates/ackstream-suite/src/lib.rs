@@ -19,6 +19,9 @@ pub mod races;
 pub mod read_ahead;
 pub mod scenarios;
 
+// The scenario areas at the root too, where the suite's macros name them.
+pub use scenarios::{dead_letters, delivery, groups, redelivery, shutdown};
+
 pub use ackstream::testing::{EVENT_TIMEOUT, Recorder};
 pub use fixture::{Fixture, MemoryFixture, unique};
 
@@ -32,56 +35,16 @@ macro_rules! behaviour_suite {
         $crate::__policy_tests!([$(#[$attr])*] $fixture, reject_on_error, RejectOnError);
         $crate::__policy_tests!([$(#[$attr])*] $fixture, nack_on_error, NackOnError);
         $crate::__policy_tests!([$(#[$attr])*] $fixture, manual, Manual);
-        $crate::__module_tests!([$(#[$attr])*] $fixture, scenarios,
-            ack_first_acks_before_the_handler_runs,
-            key_headers_and_position_reach_the_handler,
-            a_backlog_beyond_the_buffer_bound_is_handled_once_in_order,
-            nack_on_error_commits_after_success_and_redelivers_after_error,
-            manual_unsettled_record_holds_back_the_commit,
-            nack_redelivers_to_another_group_member,
-            members_of_one_group_split_the_partitions,
-            cooperative_rebalance_hands_over_without_loss_or_repeats,
-            revoke_during_in_flight_processing_commits_exactly_the_finished_prefix,
-            every_group_sees_every_record,
-            restart_resumes_from_the_committed_offset,
-            latest_offset_reset_skips_earlier_records,
-            shutdown_drains_in_flight_handlers_and_commits,
-            handler_cancelled_at_drain_deadline_is_not_committed,
-            settle_after_revoke_changes_nothing,
-            nack_after_delay_redelivers_later,
-            a_nack_delay_holds_back_only_its_partition,
-            max_attempts_turns_nack_into_reject,
-            attempts_survive_a_move_to_another_member,
-            a_poison_record_moves_to_the_dead_letter_topic,
-            a_failing_dead_letter_publish_leaves_the_record_uncommitted,
-        );
-        $crate::__module_tests!([$(#[$attr])*] $fixture, concurrency,
-            a_slow_partition_does_not_stall_the_others,
-            unordered_runs_up_to_max_workers_at_once,
-            max_workers_bounds_the_subscriber_across_partitions,
-            key_ordering_never_overlaps_a_key_and_keeps_its_order,
-            nack_under_concurrency_redelivers_only_the_nacked_record,
-            under_key_ordering_a_nack_delay_holds_back_only_its_key,
-            under_key_ordering_a_waiting_key_stops_no_other_key_however_many_partitions,
-            commit_rule_holds_under_random_concurrency_nacks_and_rebalances,
-        );
-        $crate::__module_tests!([$(#[$attr])*] $fixture, races,
-            a_nack_from_another_task_keeps_the_commit_behind_the_record,
-            under_partition_ordering_a_lane_waits_for_its_nacked_record,
-            under_key_ordering_a_lane_waits_for_its_nacked_record,
-            two_nacks_pending_at_once_keep_their_own_delays,
-            a_revoke_during_a_key_delay_starts_nothing_of_that_key,
-            a_record_that_always_fails_backs_off_and_other_keys_flow,
-            one_at_a_time_a_retry_waits_behind_an_earlier_retry_nacked_again,
-            a_nack_without_delay_lets_other_tasks_run,
-            a_nack_delay_too_large_for_the_clock_is_capped,
-        );
-        $crate::__module_tests!([$(#[$attr])*] $fixture, read_ahead,
-            under_a_tiny_read_ahead_budget_every_record_is_handled_once_in_order,
-        );
+        $crate::__scenarios_delivery!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_groups!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_shutdown!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_redelivery!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_dead_letters!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_concurrency!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_races!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_read_ahead!([$(#[$attr])*] $fixture);
     };
 }
-
 /// One test per scenario `$name` of the suite's module `$module`.
 #[doc(hidden)]
 #[macro_export]
@@ -149,4 +112,60 @@ macro_rules! __policy_case {
             );
         )*
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every scenario file, with its source: what `every_scenario_is_listed` reads.
+    const AREAS: &[(&str, &str)] = &[
+        ("delivery", include_str!("scenarios/delivery.rs")),
+        ("groups", include_str!("scenarios/groups.rs")),
+        ("shutdown", include_str!("scenarios/shutdown.rs")),
+        ("redelivery", include_str!("scenarios/redelivery.rs")),
+        ("dead_letters", include_str!("scenarios/dead_letters.rs")),
+        ("concurrency", include_str!("concurrency.rs")),
+        ("races", include_str!("races.rs")),
+        ("read_ahead", include_str!("read_ahead.rs")),
+    ];
+
+    /// The scenarios a file defines: its `pub async fn name<F: Fixture>`s.
+    fn defined(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .filter_map(|rest| {
+                let name = rest.split(['<', '(']).next()?;
+                rest[name.len()..]
+                    .starts_with("<F: Fixture>")
+                    .then_some(name)
+            })
+            .collect()
+    }
+
+    /// The scenarios a file's list macro names: the words between `$fixture, <area>,` and `)`.
+    fn listed<'a>(area: &str, source: &'a str) -> Vec<&'a str> {
+        let head = format!("$fixture, {area},");
+        let start = source.find(&head).expect("the area's list macro") + head.len();
+        let end = start + source[start..].find(')').expect("the end of the list");
+        source[start..end]
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn every_scenario_is_listed() {
+        for (area, source) in AREAS {
+            let defined = defined(source);
+            assert!(!defined.is_empty(), "{area}: no scenario found");
+            let listed = listed(area, source);
+            for name in &defined {
+                assert!(
+                    listed.contains(name),
+                    "{area}: scenario {name} is not in __scenarios_{area}!, so it never runs"
+                );
+            }
+        }
+    }
 }

@@ -487,3 +487,23 @@ pub async fn a_nack_delay_too_large_for_the_clock_is_capped<F: Fixture>(fx: &F) 
 }
 
 type SettleOutcome = Result<ackstream::SettleStatus, String>;
+
+/// The scenarios of this file, for `behaviour_suite!`: one test each per broker. A scenario
+/// missing here would never run; `every_scenario_is_listed` fails if one is.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenarios_races {
+    ($attrs:tt $fixture:expr) => {
+        $crate::__module_tests!($attrs $fixture, races,
+            a_nack_from_another_task_keeps_the_commit_behind_the_record,
+            under_partition_ordering_a_lane_waits_for_its_nacked_record,
+            under_key_ordering_a_lane_waits_for_its_nacked_record,
+            two_nacks_pending_at_once_keep_their_own_delays,
+            a_revoke_during_a_key_delay_starts_nothing_of_that_key,
+            a_record_that_always_fails_backs_off_and_other_keys_flow,
+            one_at_a_time_a_retry_waits_behind_an_earlier_retry_nacked_again,
+            a_nack_without_delay_lets_other_tasks_run,
+            a_nack_delay_too_large_for_the_clock_is_capped,
+        );
+    };
+}

@@ -95,3 +95,15 @@ pub async fn under_a_tiny_read_ahead_budget_every_record_is_handled_once_in_orde
         );
     }
 }
+
+/// The scenarios of this file, for `behaviour_suite!`: one test each per broker. A scenario
+/// missing here would never run; `every_scenario_is_listed` fails if one is.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenarios_read_ahead {
+    ($attrs:tt $fixture:expr) => {
+        $crate::__module_tests!($attrs $fixture, read_ahead,
+            under_a_tiny_read_ahead_budget_every_record_is_handled_once_in_order,
+        );
+    };
+}
