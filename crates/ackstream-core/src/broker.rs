@@ -17,9 +17,10 @@ use crate::error::{BackendError, ConfigError};
 use crate::event::{Event, Observer};
 use crate::handler::service::{BoxMessageService, Layers, MessageService};
 use crate::record::{Header, OutgoingRecord, RecordPosition};
+use crate::router::Router;
 use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
-use crate::subscriber::{Registry, SubscriberBuilder};
+use crate::subscriber::{Declare, Declared, Inherited, Registry, SubscriberBuilder};
 
 /// The machinery every broker shares: its backend and its registered subscribers.
 pub struct BrokerCore<B: Backend> {
@@ -84,6 +85,16 @@ impl<B: Backend> BrokerCore<B> {
                 }))
             }
         }
+    }
+}
+
+impl<B: Backend> Declare<B> for BrokerCore<B> {
+    fn declare(&self, declared: Declared<B>) -> Result<(), ConfigError> {
+        (declared.register)(self, &Inherited::default())
+    }
+
+    fn default_ack_policy(&self) -> AckPolicy {
+        self.inner().default_policy
     }
 }
 
@@ -174,6 +185,29 @@ pub trait Broker: Clone + Send + Sync + 'static {
             self.core().clone(),
             topics.into_iter().map(Into::into).collect(),
         )
+    }
+
+    /// Registers every subscriber of `router` (and of the routers nested in it) with this
+    /// broker, with the router's prefix and shared settings, and gives the router's state to
+    /// the broker; or returns why a subscriber's settings cannot work.
+    fn try_include_router(&self, router: Router<Self::Backend>) -> Result<(), ConfigError> {
+        let core = self.core();
+        let mut state = std::mem::take(&mut core.inner().state);
+        let registered = router.register_into(&**core, &mut state);
+        core.inner().state = state;
+        registered
+    }
+
+    /// Registers every subscriber of `router` with this broker (see
+    /// [`try_include_router`](Self::try_include_router)).
+    ///
+    /// # Panics
+    /// If a subscriber's settings cannot work, as [`SubscriberBuilder::handle`] does.
+    #[track_caller]
+    fn include_router(&self, router: Router<Self::Backend>) {
+        if let Err(e) = self.try_include_router(router) {
+            panic!("{e}");
+        }
     }
 
     /// Starts publishing `payload` to `topic`; add a key, headers or a partition, then `.await`.

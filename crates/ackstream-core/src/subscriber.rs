@@ -11,7 +11,7 @@ use crate::handler::service::{BoxMessageService, Layers, MessageService};
 use crate::ordering::KeepOrder;
 use crate::runtime::subscription::{HandlerSubscription, Subscription};
 
-/// Where a declared subscriber is registered: its broker (a
+/// Where a subscriber is registered in the end: its broker (a
 /// [`BrokerCore`](crate::BrokerCore)), which supplies the defaults and the backend's checks.
 pub(crate) trait Registry<B: Backend>: Send + Sync + 'static {
     /// The policy of a subscriber that chooses none.
@@ -22,6 +22,63 @@ pub(crate) trait Registry<B: Backend>: Send + Sync + 'static {
     fn register(&self, subscription: Arc<dyn Subscription<B>>);
 }
 
+/// Where a subscriber is declared: a broker registers it at once; a
+/// [`Router`](crate::Router) keeps it until it is included in a broker, which adds the
+/// router's prefix and shared settings.
+pub(crate) trait Declare<B: Backend>: Send + Sync + 'static {
+    /// Takes a declared subscriber.
+    fn declare(&self, declared: Declared<B>) -> Result<(), ConfigError>;
+    /// The policy a subscriber declared here gets if it chooses none (as far as known here).
+    fn default_ack_policy(&self) -> AckPolicy;
+}
+
+/// Settings a subscriber takes from the routers it was declared in, where it sets none itself.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Inherited {
+    /// Put before each of the subscriber's topics.
+    pub(crate) prefix: String,
+    pub(crate) group_id: Option<String>,
+    pub(crate) ack_policy: Option<AckPolicy>,
+    pub(crate) ordering: Option<KeepOrder>,
+    /// Outside the subscriber's own layers.
+    pub(crate) layers: Layers,
+}
+
+impl Inherited {
+    /// These settings inside `outer`'s: `outer`'s prefix first, these settings where both set
+    /// one, `outer`'s layers outside these.
+    pub(crate) fn within(&self, outer: &Inherited) -> Inherited {
+        let mut layers = self.layers.clone();
+        layers.extend(&outer.layers);
+        Inherited {
+            prefix: format!("{}{}", outer.prefix, self.prefix),
+            group_id: self.group_id.clone().or_else(|| outer.group_id.clone()),
+            ack_policy: self.ack_policy.or(outer.ack_policy),
+            ordering: self.ordering.or(outer.ordering),
+            layers,
+        }
+    }
+}
+
+/// The registration of a declared subscriber, with its handler, for when its registry (and
+/// what it inherits) is known.
+type Registration<B> =
+    Box<dyn FnOnce(&dyn Registry<B>, &Inherited) -> Result<(), ConfigError> + Send + Sync>;
+
+/// A declared subscriber: its topics (before any prefix) and its registration.
+pub(crate) struct Declared<B: Backend> {
+    pub(crate) topics: Vec<String>,
+    pub(crate) register: Registration<B>,
+}
+
+impl<B: Backend> std::fmt::Debug for Declared<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Declared")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Configures a subscriber; finish with [`handle`](Self::handle). Created by
 /// [`Broker::subscriber`](crate::Broker::subscriber).
 ///
@@ -30,7 +87,7 @@ pub(crate) trait Registry<B: Backend>: Send + Sync + 'static {
 /// is `Manual`. Giving two of them is an error, as is a committing policy without a group.
 #[must_use = "a subscriber does nothing until .handle(..) registers it"]
 pub struct SubscriberBuilder<B: Backend> {
-    registry: Arc<dyn Registry<B>>,
+    declare: Arc<dyn Declare<B>>,
     topics: Vec<String>,
     group_id: Option<String>,
     offset_reset: OffsetReset,
@@ -40,7 +97,7 @@ pub struct SubscriberBuilder<B: Backend> {
     retry_backoff: crate::Backoff,
     manual_cumulative: bool,
     max_workers: Option<usize>,
-    ordering: KeepOrder,
+    ordering: Option<KeepOrder>,
     dead_letter_topic: Option<String>,
     buffer: crate::BufferBudget,
     settings: Vec<(String, String)>,
@@ -57,9 +114,9 @@ impl<B: Backend> std::fmt::Debug for SubscriberBuilder<B> {
 }
 
 impl<B: Backend> SubscriberBuilder<B> {
-    pub(crate) fn new(registry: Arc<dyn Registry<B>>, topics: Vec<String>) -> Self {
+    pub(crate) fn new(declare: Arc<dyn Declare<B>>, topics: Vec<String>) -> Self {
         Self {
-            registry,
+            declare,
             topics,
             group_id: None,
             offset_reset: OffsetReset::default(),
@@ -69,7 +126,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             retry_backoff: crate::Backoff::default(),
             manual_cumulative: false,
             max_workers: None,
-            ordering: KeepOrder::Partition,
+            ordering: None,
             dead_letter_topic: None,
             buffer: crate::BufferBudget::default(),
             settings: Vec::new(),
@@ -203,7 +260,7 @@ impl<B: Backend> SubscriberBuilder<B> {
     /// Which records of a partition may be handled at the same time (default
     /// [`KeepOrder::Partition`]).
     pub fn ordering(mut self, ordering: KeepOrder) -> Self {
-        self.ordering = ordering;
+        self.ordering = Some(ordering);
         self
     }
 
@@ -252,6 +309,14 @@ impl<B: Backend> SubscriberBuilder<B> {
 
     /// Resolves the settings, or says what is wrong with them.
     pub fn build_config(&self) -> Result<SubscriberConfig, ConfigError> {
+        self.build_config_with(self.declare.default_ack_policy())
+    }
+
+    /// Resolves the settings with `default_policy` for a subscriber that chooses none.
+    fn build_config_with(
+        &self,
+        default_policy: AckPolicy,
+    ) -> Result<SubscriberConfig, ConfigError> {
         if self.topics.is_empty() {
             return Err(ConfigError::NoTopics);
         }
@@ -269,10 +334,7 @@ impl<B: Backend> SubscriberBuilder<B> {
                 second: format!("{second} ({p2:?})"),
             });
         }
-        let ack_policy = self
-            .choices
-            .first()
-            .map_or_else(|| self.registry.default_ack_policy(), |(_, p)| *p);
+        let ack_policy = self.choices.first().map_or(default_policy, |(_, p)| *p);
         if self.group_id.as_deref() == Some("") {
             return Err(ConfigError::InvalidSetting {
                 setting: "group_id",
@@ -321,7 +383,7 @@ impl<B: Backend> SubscriberBuilder<B> {
             retry_backoff: self.retry_backoff,
             manual_cumulative: self.manual_cumulative,
             max_workers: self.max_workers,
-            ordering: self.ordering,
+            ordering: self.ordering.unwrap_or(KeepOrder::Partition),
             dead_letter_topic: self.dead_letter_topic.clone(),
             buffer: self.buffer,
             settings: self.settings.clone(),
@@ -331,11 +393,48 @@ impl<B: Backend> SubscriberBuilder<B> {
 
     /// Registers `handler` for this subscriber, or returns why the settings cannot work.
     pub fn try_handle<T: 'static, H: Handler<T>>(self, handler: H) -> Result<(), ConfigError> {
-        let mut config = self.build_config()?;
-        self.registry.check(&config)?;
+        let declare = self.declare.clone();
+        let topics = self.topics.clone();
+        declare.declare(Declared {
+            topics,
+            register: Box::new(move |registry: &dyn Registry<B>, inherited: &Inherited| {
+                self.inherit(inherited).register(registry, handler)
+            }),
+        })
+    }
+
+    /// This subscriber with what it inherits from its routers: the prefix on its topics, and
+    /// the shared settings it does not set itself.
+    fn inherit(mut self, inherited: &Inherited) -> Self {
+        if !inherited.prefix.is_empty() {
+            for topic in &mut self.topics {
+                topic.insert_str(0, &inherited.prefix);
+            }
+        }
+        if self.group_id.is_none() {
+            self.group_id.clone_from(&inherited.group_id);
+        }
+        if self.choices.is_empty()
+            && let Some(policy) = inherited.ack_policy
+        {
+            self.choices.push(("the router's ack_policy", policy));
+        }
+        self.ordering = self.ordering.or(inherited.ordering);
+        self.layers.extend(&inherited.layers);
+        self
+    }
+
+    fn register<T: 'static, H: Handler<T>>(
+        self,
+        registry: &dyn Registry<B>,
+        handler: H,
+    ) -> Result<(), ConfigError> {
+        let default_policy = registry.default_ack_policy();
+        let mut config = self.build_config_with(default_policy)?;
+        registry.check(&config)?;
         // Dead letters carry the record's headers along.
         config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
-        self.registry.register(Arc::new(HandlerSubscription::new(
+        registry.register(Arc::new(HandlerSubscription::new(
             config,
             handler,
             self.layers,

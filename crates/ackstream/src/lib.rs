@@ -8,11 +8,11 @@ pub mod middleware;
 pub mod testing;
 
 pub use ackstream_core::{
-    AckMessage, AckPolicy, Admin, BackendError, BackendErrorKind, Backoff, BoxError,
+    AckMessage, AckPolicy, Admin, Backend, BackendError, BackendErrorKind, Backoff, BoxError,
     BoxMessageService, Broker, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition,
     Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, KeepOrder, MessageService,
     NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Record, RecordPosition,
-    RejectMessage, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
+    RejectMessage, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
     dead_letter, event, extract,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
@@ -24,6 +24,6 @@ pub mod prelude {
     pub use crate::extract::{Attempt, Key, Offset, Partition, State};
     pub use crate::{
         AckMessage, AckPolicy, Admin, App, Broker, HandlerError, Headers, KafkaMessage, KeepOrder,
-        NackMessage, OffsetReset, RejectMessage,
+        NackMessage, OffsetReset, RejectMessage, Router,
     };
 }
