@@ -9,8 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::broker::Settings;
 use crate::error::kafka_error;
+use crate::settings::Settings;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 

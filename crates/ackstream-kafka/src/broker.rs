@@ -1,4 +1,4 @@
-//! `KafkaBroker`: the user-facing handle, and its settings.
+//! `KafkaBroker`: the user-facing handle.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,38 +7,11 @@ use ackstream_core::{
     Admin, BackendError, Broker, BrokerCore, ConfigError, OutgoingRecord, RecordPosition,
     SubscriberConfig,
 };
-use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::OnceCell;
 
-use crate::consumer::KafkaConsumer;
-
-/// Settings shared by every client the broker makes.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) bootstrap: String,
-    pub(crate) client_id: Option<String>,
-    /// librdkafka settings given with `.config(..)`, applied last.
-    pub(crate) extra: Vec<(String, String)>,
-    pub(crate) commit_interval: Duration,
-    pub(crate) commit_batch: usize,
-    pub(crate) commit_timeout: Duration,
-}
-
-impl Settings {
-    /// A librdkafka configuration with the bootstrap servers, client id and passthrough settings.
-    pub(crate) fn client_config(&self, overrides: &[(String, String)]) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        if let Some(id) = &self.client_id {
-            config.set("client.id", id);
-        }
-        for (k, v) in self.extra.iter().chain(overrides) {
-            config.set(k, v);
-        }
-        config
-    }
-}
+use crate::driver::KafkaConsumer;
+use crate::settings::Settings;
 
 /// The Kafka backend: makes consumers (one per subscriber) and a shared producer.
 pub struct KafkaBackend {
@@ -87,7 +60,7 @@ impl ackstream_core::backend::Backend for KafkaBackend {
         let settings = self.settings();
         let given = settings.extra.iter().chain(&config.settings);
         for (key, value) in given {
-            let Some(&(setting, required)) = crate::consumer::COMMIT_SETTINGS
+            let Some(&(setting, required)) = crate::driver::COMMIT_SETTINGS
                 .iter()
                 .find(|(k, _)| k == key)
             else {

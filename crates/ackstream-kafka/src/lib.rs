@@ -54,21 +54,16 @@
 
 mod admin;
 mod broker;
-mod budget;
-mod consumer;
+mod driver;
 mod error;
-mod feed;
-mod inbox;
-mod offsets;
-mod poller;
-mod prefetch;
 mod producer;
+mod settings;
 
 pub use broker::{
     DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, DEFAULT_COMMIT_TIMEOUT, KafkaBackend,
     KafkaBroker,
 };
-pub use consumer::KafkaConsumer;
-pub use feed::KafkaFeed;
+pub use driver::KafkaConsumer;
+pub use driver::feed::KafkaFeed;
 /// The rdkafka crate this backend is built on (for settings and types it exposes).
 pub use rdkafka;

@@ -6,8 +6,8 @@ use ackstream_core::{BackendError, OutgoingRecord, RecordPosition};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::broker::Settings;
 use crate::error::kafka_error;
+use crate::settings::Settings;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 

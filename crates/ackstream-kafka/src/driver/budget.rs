@@ -3,7 +3,7 @@
 //! Every record the poll thread pops from librdkafka is held by ackstream (in its partition's
 //! inbox, then in its feed) until the partition's task takes it. What all partitions hold
 //! together stays within the subscriber's [`BufferBudget`] (the part of it not left to
-//! librdkafka's own queue: see [`prefetch`](crate::prefetch)):
+//! librdkafka's own queue: see [`prefetch`](crate::driver::prefetch)):
 //!
 //! - each of the `n` assigned partitions is *guaranteed* a share: half the budget, divided by
 //!   `n`;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ackstream_core::{Record, TopicPartition};
 use tokio::sync::Notify;
 
-use crate::budget::{Budget, Held};
+use crate::driver::budget::{Budget, Held};
 
 #[derive(Debug, Default)]
 pub(crate) struct InboxState {

@@ -1,5 +1,5 @@
 //! One assigned partition's records, as the runtime reads them: taken from the partition's
-//! [`Inbox`](crate::inbox::Inbox), a batch at a time.
+//! [`Inbox`](crate::driver::inbox::Inbox), a batch at a time.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ackstream_core::backend::PartitionFeed;
 use ackstream_core::{BackendError, Record, TopicPartition};
 
-use crate::inbox::Inbox;
-use crate::poller::Wakeup;
+use crate::driver::inbox::Inbox;
+use crate::driver::poller::Wakeup;
 
 /// The records of one assigned partition.
 pub struct KafkaFeed {
@@ -100,7 +100,7 @@ impl PartitionFeed for KafkaFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::Budget;
+    use crate::driver::budget::Budget;
     use ackstream_core::BufferBudget;
     use futures_util::FutureExt;
 

@@ -1,6 +1,13 @@
 //! The consumer driver: one librdkafka consumer per subscriber, its poll thread (records,
-//! rebalance and commit callbacks, seeks: see [`poller`](crate::poller)), a committer task, and
+//! rebalance and commit callbacks, seeks: see [`poller`](crate::driver::poller)), a committer task, and
 //! a feed per assigned partition.
+
+pub(crate) mod budget;
+pub(crate) mod feed;
+pub(crate) mod inbox;
+pub(crate) mod offsets;
+pub(crate) mod poller;
+pub(crate) mod prefetch;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,13 +24,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use crate::broker::Settings;
-use crate::budget::Budget;
+use crate::driver::budget::Budget;
+use crate::driver::feed::KafkaFeed;
+use crate::driver::inbox::Inbox;
+use crate::driver::offsets::KafkaOffsets;
+use crate::driver::poller::{Poller, Wakeup};
 use crate::error::kafka_error;
-use crate::feed::KafkaFeed;
-use crate::inbox::Inbox;
-use crate::offsets::KafkaOffsets;
-use crate::poller::{Poller, Wakeup};
+use crate::settings::Settings;
 
 pub(crate) type RdConsumer = BaseConsumer<DriverContext>;
 
@@ -230,7 +237,7 @@ impl DriverContext {
                 .paused
                 .swap(false, std::sync::atomic::Ordering::AcqRel)
             {
-                crate::poller::pause(&consumer, &inbox.tp, false);
+                crate::driver::poller::pause(&consumer, &inbox.tp, false);
             }
         }
     }
@@ -306,7 +313,7 @@ impl KafkaConsumer {
         let group = config.group_id.as_deref().unwrap_or("ackstream-no-group");
         overrides.push(("group.id".into(), group.into()));
         let given = settings.extra.iter().chain(&config.settings);
-        overrides.extend(crate::prefetch::defaults_unless_given(
+        overrides.extend(crate::driver::prefetch::defaults_unless_given(
             given.map(|(k, _)| k.as_str()),
             config.buffer,
         ));
@@ -328,7 +335,9 @@ impl KafkaConsumer {
             events: Mutex::new(Some(tx.clone())),
             me: OnceLock::new(),
             inboxes: Mutex::new(HashMap::new()),
-            budget: Arc::new(Budget::new(crate::prefetch::inbox_part(config.buffer))),
+            budget: Arc::new(Budget::new(crate::driver::prefetch::inbox_part(
+                config.buffer,
+            ))),
             wakeup: wakeup.clone(),
             failed: AtomicBool::new(false),
             served: AtomicU64::new(0),

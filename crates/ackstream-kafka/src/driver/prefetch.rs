@@ -4,7 +4,7 @@
 //! limits (`queued.min.messages`, `queued.max.messages.kbytes`) bound the whole consumer, not
 //! each partition. They are derived from the subscriber's
 //! [`BufferBudget`](ackstream_core::BufferBudget): librdkafka's queue gets a quarter of it
-//! ([`LIBRDKAFKA_PART`]), ackstream's inboxes the rest (see [`budget`](crate::budget)). The
+//! ([`LIBRDKAFKA_PART`]), ackstream's inboxes the rest (see [`budget`](crate::driver::budget)). The
 //! poll thread empties librdkafka's queue as it fills, so most of what is read ahead waits in
 //! the inboxes, where each partition's part is kept. The other settings decide how big a fetch
 //! is and how long it may wait. A setting given with `.config(..)`, on the broker or the

@@ -9,7 +9,7 @@
 //!
 //! The thread copies each record out and hands it to its partition's [`Inbox`], a run of one
 //! partition at a time; the partitions' handlers run on the async runtime. What the inboxes
-//! hold stays within the consumer's [`Budget`](crate::budget::Budget): a record a partition may
+//! hold stays within the consumer's [`Budget`](crate::driver::budget::Budget): a record a partition may
 //! not take now is given back (the partition is paused and sought back to it, so librdkafka
 //! drops what it prefetched of it and fetches nothing more of it) and the partition resumes
 //! once it has drained. So a slow partition holds its part of the budget and never stops the
@@ -32,8 +32,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::consumer::RdConsumer;
-use crate::inbox::Inbox;
+use crate::driver::RdConsumer;
+use crate::driver::inbox::Inbox;
 
 /// Queue entries (records and events) served per turn at most, so seeks and resumes get their
 /// turn during a flood.

@@ -31,7 +31,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
-use crate::consumer::RdConsumer;
+use crate::driver::RdConsumer;
 use crate::error::kafka_error;
 
 /// No offset stored yet.
