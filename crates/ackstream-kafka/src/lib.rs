@@ -63,7 +63,11 @@ pub use broker::{
     DEFAULT_COMMIT_BATCH, DEFAULT_COMMIT_INTERVAL, DEFAULT_COMMIT_TIMEOUT, KafkaBackend,
     KafkaBroker,
 };
+// The backend's consumer side: public because `KafkaBackend`'s types name them, hidden
+// because an application never uses them.
+#[doc(hidden)]
 pub use driver::KafkaConsumer;
+#[doc(hidden)]
 pub use driver::feed::KafkaFeed;
 /// The rdkafka crate this backend is built on (for settings and types it exposes).
 pub use rdkafka;
