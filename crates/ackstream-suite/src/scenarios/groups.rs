@@ -120,6 +120,36 @@ pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
     }
 }
 
+/// A member that joins a group whose partitions all go to others still reports its
+/// assignment (an empty one), so "the second member has joined" can be awaited.
+pub async fn a_member_given_no_partition_still_reports_its_assignment<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("empty-assignment"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    let (a, b) = (fx.connect(), fx.connect());
+    let ra = Recorder::attach(&a);
+    let rb = Recorder::attach_beside(&b, &ra);
+    for broker in [&a, &b] {
+        fx.subscriber(broker, &topic)
+            .group_id(&group)
+            .auto_offset_reset(OffsetReset::Earliest)
+            .auto_commit(false)
+            .handle(|_: String| async {});
+    }
+    let app_a = App::new(a.clone()).spawn();
+    ra.wait_for("first member assigned", |r| r.assigned(&group).len() == 1)
+        .await;
+    let app_b = App::new(b.clone()).spawn();
+    let rb2 = rb.clone();
+    // The one partition ends with one member; both report an assignment after the join.
+    ra.wait_for("both members report an assignment", |r| {
+        rb2.assignments(&group) >= 1 && r.assigned(&group).len() + rb2.assigned(&group).len() == 1
+    })
+    .await;
+    let (done_a, done_b) = tokio::join!(app_a.shutdown(), app_b.shutdown());
+    done_a.unwrap();
+    done_b.unwrap();
+}
+
 /// With librdkafka's `cooperative-sticky` assignment, a joining member takes partitions over
 /// incrementally (the first member keeps the rest without a pause); records published before,
 /// during and after the hand-over are each handled once and committed. (The in-memory broker
@@ -516,6 +546,7 @@ macro_rules! __scenarios_groups {
         $crate::__module_tests!($attrs $fixture, groups,
             nack_redelivers_to_another_group_member,
             members_of_one_group_split_the_partitions,
+            a_member_given_no_partition_still_reports_its_assignment,
             cooperative_rebalance_hands_over_without_loss_or_repeats,
             revoke_during_in_flight_processing_commits_exactly_the_finished_prefix,
             every_group_sees_every_record,
