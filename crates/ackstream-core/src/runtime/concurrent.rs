@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::partition::{self, Offered};
 use super::policy;
+use super::task::PartitionTask;
 use crate::backend::PartitionFeed;
 use crate::config::SubscriberConfig;
 use crate::handler::service::MessageService;
@@ -359,17 +360,19 @@ impl Pool {
     }
 }
 
-pub(super) async fn run<F, S>(
-    mut feed: F,
-    ctx: Arc<PartitionContext>,
-    service: S,
-    stop: CancellationToken,
-    config: Arc<SubscriberConfig>,
-    pool: Arc<Pool>,
-) where
+pub(super) async fn run<F, S>(task: PartitionTask<F, S>, pool: Arc<Pool>)
+where
     F: PartitionFeed,
     S: MessageService,
 {
+    let PartitionTask {
+        mut feed,
+        ctx,
+        service,
+        stop,
+        config,
+        ..
+    } = task;
     let workers = pool.permits.clone();
     let mut d = Dispatch {
         service,

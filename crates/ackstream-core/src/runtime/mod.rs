@@ -16,6 +16,7 @@ mod concurrent;
 mod partition;
 mod policy;
 pub(crate) mod subscription;
+mod task;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
 use crate::settle::{PartitionContext, SettleConfig};
 use subscription::StartContext;
+use task::PartitionTask;
 
 struct Worker {
     ctx: Arc<PartitionContext>,
@@ -101,25 +103,15 @@ where
                     pctx.carry_in(&feed.carried_attempts());
                     // A child of the app's token: shutdown stops fetching at once, everywhere.
                     let stop = ctx.shutdown.token().child_token();
-                    let task = if one_at_a_time {
-                        tokio::spawn(partition::run(
-                            feed,
-                            pctx.clone(),
-                            service.clone(),
-                            stop.clone(),
-                            ctx.shutdown.clone(),
-                            config.clone(),
-                        ))
-                    } else {
-                        tokio::spawn(concurrent::run(
-                            feed,
-                            pctx.clone(),
-                            service.clone(),
-                            stop.clone(),
-                            config.clone(),
-                            pool.clone(),
-                        ))
+                    let task = PartitionTask {
+                        feed,
+                        ctx: pctx.clone(),
+                        service: service.clone(),
+                        stop: stop.clone(),
+                        app: ctx.shutdown.clone(),
+                        config: config.clone(),
                     };
+                    let task = spawn_partition(task, &pool, one_at_a_time);
                     if let Some(old) = workers.insert(
                         tp,
                         Worker {
@@ -190,6 +182,20 @@ where
     commit(&*offsets).await;
     consumer.close().await;
     Ok(())
+}
+
+/// Spawns a partition's task: one record at a time when the subscriber has a single worker
+/// per partition under `Partition` ordering, otherwise within the subscriber's `pool`.
+fn spawn_partition<F: PartitionFeed, S: MessageService>(
+    task: PartitionTask<F, S>,
+    pool: &Arc<concurrent::Pool>,
+    one_at_a_time: bool,
+) -> JoinHandle<()> {
+    if one_at_a_time {
+        tokio::spawn(partition::run(task))
+    } else {
+        tokio::spawn(concurrent::run(task, pool.clone()))
+    }
 }
 
 /// Stops partition tasks: no new records are dispatched, in-flight handlers get until the

@@ -9,8 +9,8 @@ use std::task::{Context, Poll, Waker};
 use tokio_util::sync::CancellationToken;
 
 use super::policy;
+use super::task::PartitionTask;
 use crate::backend::PartitionFeed;
-use crate::config::SubscriberConfig;
 use crate::handler::service::MessageService;
 use crate::message::KafkaMessage;
 use crate::record::Record;
@@ -20,17 +20,19 @@ use crate::shutdown::Shutdown;
 /// Records handled per unit of tokio's cooperative budget (128 units per turn).
 pub(super) const BUDGET_EVERY: u32 = 8;
 
-pub(super) async fn run<F, S>(
-    mut feed: F,
-    ctx: Arc<PartitionContext>,
-    mut service: S,
-    stop: CancellationToken,
-    app: Shutdown,
-    config: Arc<SubscriberConfig>,
-) where
+pub(super) async fn run<F, S>(task: PartitionTask<F, S>)
+where
     F: PartitionFeed,
     S: MessageService,
 {
+    let PartitionTask {
+        mut feed,
+        ctx,
+        mut service,
+        stop,
+        app,
+        config,
+    } = task;
     // The previous delivery's message, recycled for the next one when the handler let go of it.
     let mut spare: Option<KafkaMessage> = None;
     // A record read while a retry was waiting: offered again after the retries.
