@@ -187,15 +187,28 @@ pub trait Broker: Clone + Send + Sync + 'static {
         )
     }
 
+    /// The topics this broker's subscribers read, with router prefixes applied, in the order
+    /// they were registered (a topic read by several subscribers appears once for each).
+    fn subscribed_topics(&self) -> Vec<String> {
+        let inner = self.core().inner();
+        inner
+            .subscriptions
+            .iter()
+            .flat_map(|s| s.topics().iter().cloned())
+            .collect()
+    }
+
     /// Registers every subscriber of `router` (and of the routers nested in it) with this
     /// broker, with the router's prefix and shared settings, and gives the router's state to
     /// the broker; or returns why a subscriber's settings cannot work.
     fn try_include_router(&self, router: Router<Self::Backend>) -> Result<(), ConfigError> {
         let core = self.core();
-        let mut state = std::mem::take(&mut core.inner().state);
-        let registered = router.register_into(&**core, &mut state);
-        core.inner().state = state;
-        registered
+        let state = router.register_into(&**core)?;
+        let mut inner = core.inner();
+        for give in state {
+            give(&mut inner.state);
+        }
+        Ok(())
     }
 
     /// Registers every subscriber of `router` with this broker (see

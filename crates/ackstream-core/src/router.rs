@@ -5,12 +5,14 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::Backend;
+use crate::config::SubscriberConfig;
 use crate::error::ConfigError;
 use crate::handler::service::{BoxMessageService, MessageService};
 use crate::ordering::KeepOrder;
 use crate::policy::AckPolicy;
+use crate::runtime::subscription::Subscription;
 use crate::state::StateMap;
-use crate::subscriber::{Declare, Declared, Inherited, SubscriberBuilder};
+use crate::subscriber::{Declare, Declared, Inherited, Registry, SubscriberBuilder};
 
 /// A group of subscribers declared without a broker: a topic prefix, and a group, ack policy,
 /// ordering, layers and state they share. Each subscriber's own settings win over the router's;
@@ -41,21 +43,23 @@ pub struct Router<B: Backend> {
 }
 
 /// Gives one value of the router's state to the broker's.
-type GiveState = Arc<dyn Fn(&mut StateMap) + Send + Sync>;
+pub(crate) type GiveState = Arc<dyn Fn(&mut StateMap) + Send + Sync>;
 
 struct Inner<B: Backend> {
     shared: Inherited,
     declared: Vec<Declared<B>>,
     state: Vec<GiveState>,
+    /// Set once the router was included (in a broker or another router): what is declared
+    /// through it afterwards would never be registered, so it is refused.
+    included: bool,
 }
 
-impl<B: Backend> Clone for Router<B> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
-    }
+fn lock<B: Backend>(inner: &Mutex<Inner<B>>) -> MutexGuard<'_, Inner<B>> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Where a router's subscriber builders declare: the router's own storage, shared with them.
+struct Handle<B: Backend>(Arc<Mutex<Inner<B>>>);
 
 impl<B: Backend> fmt::Debug for Router<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,12 +85,17 @@ impl<B: Backend> Router<B> {
                 shared: Inherited::default(),
                 declared: Vec::new(),
                 state: Vec::new(),
+                included: false,
             })),
         }
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner<B>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner)
+    }
+
+    fn handle(&self) -> Arc<Handle<B>> {
+        Arc::new(Handle(self.inner.clone()))
     }
 
     /// Puts `prefix` before the topic of every subscriber of this router (`"orders."` and
@@ -144,7 +153,7 @@ impl<B: Backend> Router<B> {
 
     /// Starts declaring a subscriber of this router to `topic` (the prefix is added).
     pub fn subscriber(&self, topic: impl Into<String>) -> SubscriberBuilder<B> {
-        SubscriberBuilder::new(Arc::new(self.clone()), vec![topic.into()])
+        SubscriberBuilder::new(self.handle(), vec![topic.into()])
     }
 
     /// Starts declaring a subscriber of this router to several topics (one consumer, one group).
@@ -153,10 +162,7 @@ impl<B: Backend> Router<B> {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        SubscriberBuilder::new(
-            Arc::new(self.clone()),
-            topics.into_iter().map(Into::into).collect(),
-        )
+        SubscriberBuilder::new(self.handle(), topics.into_iter().map(Into::into).collect())
     }
 
     /// Nests `router` in this one: its subscribers become this router's, their topics prefixed
@@ -204,37 +210,81 @@ impl<B: Backend> Router<B> {
     /// Everything declared, leaving the router empty.
     fn take(&self) -> (Inherited, Vec<Declared<B>>, Vec<GiveState>) {
         let mut inner = self.inner();
+        inner.included = true;
         let declared = std::mem::take(&mut inner.declared);
         let state = std::mem::take(&mut inner.state);
         (inner.shared.clone(), declared, state)
     }
 
-    /// Registers every subscriber of the router with `registry` (a broker's), after giving
-    /// the router's state to `state`. Stops at the first subscriber whose settings cannot work.
+    /// Checks every subscriber of the router against `registry` (a broker's) and, only if all
+    /// of them can work, registers them all and returns the router's state for the broker:
+    /// a router that cannot be included leaves the broker as it was.
     pub(crate) fn register_into(
-        &self,
-        registry: &dyn crate::subscriber::Registry<B>,
-        state: &mut StateMap,
-    ) -> Result<(), ConfigError> {
-        let (shared, declared, state_fns) = self.take();
-        for f in state_fns {
-            f(state);
-        }
+        self,
+        registry: &dyn Registry<B>,
+    ) -> Result<Vec<GiveState>, ConfigError> {
+        let (shared, declared, state) = self.take();
+        let staged = Staged {
+            registry,
+            checked: Mutex::new(Vec::new()),
+        };
         for d in declared {
-            (d.register)(registry, &shared)?;
+            (d.register)(&staged, &shared)?;
         }
-        Ok(())
+        let checked = staged
+            .checked
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        for subscription in checked {
+            registry.register(subscription);
+        }
+        Ok(state)
     }
 }
 
-impl<B: Backend> Declare<B> for Router<B> {
+/// A registry that checks like the broker's and keeps what it is given, so a router's
+/// subscribers are registered all together or not at all.
+struct Staged<'a, B: Backend> {
+    registry: &'a dyn Registry<B>,
+    checked: Mutex<Vec<Arc<dyn Subscription<B>>>>,
+}
+
+impl<B: Backend> Registry<B> for Staged<'_, B> {
+    fn default_ack_policy(&self) -> AckPolicy {
+        self.registry.default_ack_policy()
+    }
+
+    fn check(&self, config: &SubscriberConfig) -> Result<(), ConfigError> {
+        self.registry.check(config)
+    }
+
+    fn register(&self, subscription: Arc<dyn Subscription<B>>) {
+        self.checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(subscription);
+    }
+}
+
+impl<B: Backend> Declare<B> for Handle<B> {
     fn declare(&self, declared: Declared<B>) -> Result<(), ConfigError> {
+        let mut inner = lock(&self.0);
+        if inner.included {
+            return Err(ConfigError::InvalidSetting {
+                setting: "router",
+                reason: format!(
+                    "subscriber to {} declared through a router already included; declare \
+                     subscribers before including their router",
+                    declared.topics.join(",")
+                ),
+            });
+        }
         // Checked when the router is included, against the broker it is included in.
-        self.inner().declared.push(declared);
+        inner.declared.push(declared);
         Ok(())
     }
 
     fn default_ack_policy(&self) -> AckPolicy {
-        self.inner().shared.ack_policy.unwrap_or_default()
+        lock(&self.0).shared.ack_policy.unwrap_or_default()
     }
 }

@@ -13,7 +13,7 @@ use crate::runtime::subscription::{HandlerSubscription, Subscription};
 
 /// Where a subscriber is registered in the end: its broker (a
 /// [`BrokerCore`](crate::BrokerCore)), which supplies the defaults and the backend's checks.
-pub(crate) trait Registry<B: Backend>: Send + Sync + 'static {
+pub(crate) trait Registry<B: Backend>: Send + Sync {
     /// The policy of a subscriber that chooses none.
     fn default_ack_policy(&self) -> AckPolicy;
     /// The backend's objections to a subscriber's settings.

@@ -294,3 +294,87 @@ async fn one_concurrency_limit_bounds_the_records_of_every_subscriber_it_is_give
     );
     assert_eq!(limit.available(), 2);
 }
+
+/// A service that, as tower's own limits do, must be made ready before each call (readiness is
+/// not cloned).
+struct ReadyFirst {
+    ready: bool,
+    inner: ackstream::BoxMessageService,
+}
+
+impl Clone for ReadyFirst {
+    fn clone(&self) -> Self {
+        Self {
+            ready: false,
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl tower_service::Service<KafkaMessage> for ReadyFirst {
+    type Response = Outcome;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Outcome, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.ready = true;
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, msg: KafkaMessage) -> Self::Future {
+        assert!(std::mem::take(&mut self.ready), "called before poll_ready");
+        self.inner.call(msg)
+    }
+}
+
+struct ReadyFirstLayer;
+
+impl tower_layer::Layer<ackstream::BoxMessageService> for ReadyFirstLayer {
+    type Service = ReadyFirst;
+    fn layer(&self, inner: ackstream::BoxMessageService) -> ReadyFirst {
+        ReadyFirst {
+            ready: false,
+            inner,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_calls_the_service_inside_it_only_once_it_is_ready() {
+    let broker = MemoryBroker::new();
+    let panics: Arc<Mutex<Vec<String>>> = Arc::default();
+    let p = panics.clone();
+    broker.observe(move |e| {
+        if let Event::HandlerFailed { error, .. } = e {
+            p.lock().unwrap().push(error.clone());
+        }
+    });
+    broker.publish("t", "x").await.unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = handled.clone();
+    broker
+        .subscriber("t")
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::RejectOnError)
+        .layer(ReadyFirstLayer)
+        .layer(ConcurrencyLimit::new(2))
+        .handle(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Atomic::SeqCst);
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    committed(&broker, "t", 1).await;
+    app.shutdown().await.unwrap();
+    assert_eq!(
+        handled.load(Atomic::SeqCst),
+        1,
+        "failures: {:?}",
+        panics.lock().unwrap()
+    );
+}

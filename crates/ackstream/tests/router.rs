@@ -179,3 +179,52 @@ fn a_routers_topics_show_its_prefix_before_it_is_included() {
     router.subscriber("c").handle(|| async {});
     assert_eq!(router.topics(), ["audit.a", "audit.b", "audit.c"]);
 }
+
+#[test]
+fn a_subscriber_declared_through_a_router_already_included_is_refused() {
+    let router = Router::new().prefix("orders.").group_id("g");
+    let late = router.subscriber("late").auto_commit(false);
+    let broker = MemoryBroker::new();
+    broker.include_router(router);
+    // Declared after the router went into the broker: it would never be registered.
+    let err = late.try_handle(|| async {}).unwrap_err();
+    assert!(err.to_string().contains("already included"), "{err}");
+    assert!(broker.subscribed_topics().is_empty());
+}
+
+#[test]
+fn a_router_that_cannot_be_included_registers_nothing() {
+    #[derive(Clone)]
+    struct Rate;
+    let router = Router::new().prefix("p.").with_state(Rate);
+    router
+        .subscriber("ok")
+        .group_id("g")
+        .auto_commit(false)
+        .handle(|| async {});
+    // A committing policy without a group: refused.
+    router
+        .subscriber("bad")
+        .auto_commit(false)
+        .handle(|| async {});
+    let broker = MemoryBroker::new();
+    assert!(broker.try_include_router(router).is_err());
+    assert!(
+        broker.subscribed_topics().is_empty(),
+        "{:?}",
+        broker.subscribed_topics()
+    );
+}
+
+#[test]
+fn the_broker_shows_the_topics_its_subscribers_read_prefixes_applied() {
+    let router = Router::new().prefix("orders.").group_id("g");
+    router
+        .subscriber("created")
+        .auto_commit(false)
+        .handle(|| async {});
+    let broker = MemoryBroker::new();
+    broker.subscriber("audit").handle(|| async {});
+    broker.include_router(router);
+    assert_eq!(broker.subscribed_topics(), ["audit", "orders.created"]);
+}

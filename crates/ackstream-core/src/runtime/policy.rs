@@ -36,7 +36,9 @@ pub(super) async fn process<S: MessageService>(
         .await
         .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
     if let Some(dead_letter) = resolve(msg, outcome, config) {
-        dead_letter.await;
+        // A panic while publishing (a backend's) must not end the partition's task; the
+        // abandoned publish nacks the record (see `settle::dead_letter_first`).
+        let _ = AssertUnwindSafe(dead_letter).catch_unwind().await;
     }
 }
 

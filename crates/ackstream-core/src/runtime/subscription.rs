@@ -26,6 +26,8 @@ pub(crate) struct StartContext {
 
 /// A registered subscriber, its handler type erased.
 pub(crate) trait Subscription<B: Backend>: Send + Sync + 'static {
+    /// The topics it reads (prefixes applied).
+    fn topics(&self) -> &[String];
     fn check(&self, state: &StateMap) -> Result<(), ConfigError>;
     fn start(
         &self,
@@ -54,6 +56,10 @@ impl<H, T> HandlerSubscription<H, T> {
 }
 
 impl<B: Backend, H: Handler<T>, T: 'static> Subscription<B> for HandlerSubscription<H, T> {
+    fn topics(&self) -> &[String] {
+        &self.config.topics
+    }
+
     fn check(&self, state: &StateMap) -> Result<(), ConfigError> {
         H::check(state)
     }

@@ -73,7 +73,10 @@ pub(crate) fn plan(
 }
 
 /// Publishes `record` as a dead letter (`why`: the reason it carries), then applies the reject;
-/// if the publish fails, applies a nack instead, so nothing is committed past the record.
+/// if the publish fails, applies a nack instead, so nothing is committed past the record. If
+/// this future is dropped before the publish ends (a timeout around the handler, a panic, a
+/// drain deadline), the nack is applied then: the settle was claimed, so it must not be left
+/// unapplied, or the record would hold its partition's commit back until the next revoke.
 pub(crate) async fn dead_letter_first(
     ctx: &PartitionContext,
     record: &Record,
@@ -84,7 +87,10 @@ pub(crate) async fn dead_letter_first(
     let Some(dead_letters) = &ctx.config.dead_letters else {
         return ctx.apply(record, id, Disposition::Reject);
     };
-    match dead_letters.publish(record, attempt, why).await {
+    let unfinished = NackOnDrop(Some((ctx, record, id)));
+    let published = dead_letters.publish(record, attempt, why).await;
+    unfinished.disarm();
+    match published {
         Ok(_) => ctx.apply(record, id, Disposition::Reject),
         Err(e) => {
             tracing::error!(
@@ -95,59 +101,38 @@ pub(crate) async fn dead_letter_first(
                 error = %e,
                 "dead letter not published: the record is nacked, not committed"
             );
-            let retry = Disposition::Nack {
-                delay: Some(DEAD_LETTER_RETRY),
-            };
-            ctx.apply(record, id, retry)
+            ctx.apply(record, id, DEAD_LETTER_NACK)
+        }
+    }
+}
+
+/// What a record whose dead letter was not published becomes.
+const DEAD_LETTER_NACK: Disposition = Disposition::Nack {
+    delay: Some(DEAD_LETTER_RETRY),
+};
+
+/// Nacks a delivery whose dead letter is being published if the publish is abandoned.
+struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId)>);
+
+impl NackOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for NackOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some((ctx, record, id)) = self.0.take() {
+            tracing::warn!(
+                topic = %record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                "dead letter abandoned before it was confirmed: the record is nacked, not committed"
+            );
+            ctx.apply(record, id, DEAD_LETTER_NACK);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record() -> Record {
-        Record {
-            topic: "t".into(),
-            partition: 0,
-            offset: 7,
-            key: None,
-            headers: Default::default(),
-            timestamp: None,
-            payload: "x".into(),
-        }
-    }
-
-    const NACK: Disposition = Disposition::Nack { delay: None };
-
-    #[test]
-    fn a_nack_within_the_attempt_limit_stays_a_nack() {
-        assert_eq!(plan(&record(), 2, NACK, Some(3), true), Plan::Apply(NACK));
-        assert_eq!(plan(&record(), 9, NACK, None, true), Plan::Apply(NACK));
-    }
-
-    #[test]
-    fn a_nack_at_the_attempt_limit_becomes_a_reject() {
-        let r = Disposition::Reject;
-        assert_eq!(plan(&record(), 3, NACK, Some(3), false), Plan::Apply(r));
-        assert_eq!(plan(&record(), 4, NACK, Some(3), false), Plan::Apply(r));
-    }
-
-    #[test]
-    fn a_reject_with_a_dead_letter_topic_is_published_first() {
-        let r = Disposition::Reject;
-        assert_eq!(plan(&record(), 1, r, None, true), Plan::DeadLetterFirst);
-        assert_eq!(
-            plan(&record(), 3, NACK, Some(3), true),
-            Plan::DeadLetterFirst
-        );
-        assert_eq!(plan(&record(), 1, r, None, false), Plan::Apply(r));
-    }
-
-    #[test]
-    fn an_ack_is_applied_as_given() {
-        let a = Disposition::Ack;
-        assert_eq!(plan(&record(), 5, a, Some(1), true), Plan::Apply(a));
-    }
-}
+mod tests;

@@ -81,7 +81,10 @@ impl Service<KafkaMessage> for ConcurrencyLimitService {
 
     fn call(&mut self, msg: KafkaMessage) -> Self::Future {
         let permits = self.permits.clone();
-        let mut inner = self.inner.clone();
+        // The service made ready by `poll_ready` is the one called (tower's contract: readiness
+        // is not cloned); a fresh clone takes its place for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             // The semaphore is never closed.
             let _permit = permits.acquire_owned().await;

@@ -12,7 +12,8 @@ use tower_service::Service;
 /// A record whose handler (with the layers inside this one) has not finished within the limit
 /// has failed: the handler is cancelled and the policy decides, as for any failure (under
 /// `NackOnError`, redelivered after the failure backoff). Settles the handler made before it
-/// was cancelled stand.
+/// was cancelled stand; a reject still publishing its dead letter when the limit hits becomes a
+/// nack (the record comes back, nothing is committed past it).
 ///
 /// ```
 /// use std::time::Duration;

@@ -1,0 +1,126 @@
+//! The settle rule's tests: what a settle becomes, and a dead letter abandoned midway.
+
+use super::*;
+
+/// A record for the tests.
+fn record() -> Record {
+    Record {
+        topic: "t".into(),
+        partition: 0,
+        offset: 7,
+        key: None,
+        headers: Default::default(),
+        timestamp: None,
+        payload: "x".into(),
+    }
+}
+
+mod plan {
+    use super::*;
+
+    const NACK: Disposition = Disposition::Nack { delay: None };
+
+    #[test]
+    fn a_nack_within_the_attempt_limit_stays_a_nack() {
+        assert_eq!(plan(&record(), 2, NACK, Some(3), true), Plan::Apply(NACK));
+        assert_eq!(plan(&record(), 9, NACK, None, true), Plan::Apply(NACK));
+    }
+
+    #[test]
+    fn a_nack_at_the_attempt_limit_becomes_a_reject() {
+        let r = Disposition::Reject;
+        assert_eq!(plan(&record(), 3, NACK, Some(3), false), Plan::Apply(r));
+        assert_eq!(plan(&record(), 4, NACK, Some(3), false), Plan::Apply(r));
+    }
+
+    #[test]
+    fn a_reject_with_a_dead_letter_topic_is_published_first() {
+        let r = Disposition::Reject;
+        assert_eq!(plan(&record(), 1, r, None, true), Plan::DeadLetterFirst);
+        assert_eq!(
+            plan(&record(), 3, NACK, Some(3), true),
+            Plan::DeadLetterFirst
+        );
+        assert_eq!(plan(&record(), 1, r, None, false), Plan::Apply(r));
+    }
+
+    #[test]
+    fn an_ack_is_applied_as_given() {
+        let a = Disposition::Ack;
+        assert_eq!(plan(&record(), 5, a, Some(1), true), Plan::Apply(a));
+    }
+}
+
+mod cancelled {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures_util::future::BoxFuture;
+
+    use super::dead_letter::DeadLetters;
+    use super::*;
+    use crate::backend::{OffsetStore, PartitionOffset};
+    use crate::error::BackendError;
+    use crate::message::KafkaMessage;
+    use crate::record::TopicPartition;
+
+    /// Offsets stored, for the test to read.
+    #[derive(Default, Clone)]
+    struct Stored(Arc<Mutex<Vec<i64>>>);
+
+    impl PartitionOffset for Stored {
+        fn store(&self, offset: i64) {
+            self.0.lock().unwrap().push(offset);
+        }
+    }
+
+    impl OffsetStore for Stored {
+        fn partition(&self, _: &TopicPartition) -> Arc<dyn PartitionOffset> {
+            Arc::new(self.clone())
+        }
+        fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A partition whose dead-letter topic takes `publish_takes` to refuse a letter.
+    fn partition(publish_takes: Duration) -> (Arc<PartitionContext>, Stored) {
+        let letters = DeadLetters::new("dlq", move |_| {
+            Box::pin(async move {
+                tokio::time::sleep(publish_takes).await;
+                Err(BackendError::new("dead-letter topic too slow"))
+            })
+        });
+        let config = Arc::new(SettleConfig {
+            max_attempts: None,
+            observer: None,
+            dead_letters: Some(letters),
+        });
+        let stored = Stored::default();
+        let tp = TopicPartition::new("t", 0);
+        let ctx = PartitionContext::new(tp, Arc::new(stored.clone()), config, false);
+        (Arc::new(ctx), stored)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_letter_publish_cancelled_midway_nacks_the_record() {
+        let (ctx, stored) = partition(Duration::from_secs(5));
+        let Delivery::Accepted(d) = ctx.deliver(record().offset) else {
+            panic!("delivered");
+        };
+        let msg = KafkaMessage::new(record(), d.id, d.attempt, ctx.clone());
+        // A timeout around the handler (or a select!) drops the reject mid-publish.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), msg.reject()).await;
+        assert!(cancelled.is_err(), "the reject was still publishing");
+        // The record is not left claimed and unapplied: it is nacked, so it comes back.
+        assert!(
+            ctx.retry_pending(),
+            "the record waits to be delivered again"
+        );
+        assert!(
+            stored.0.lock().unwrap().is_empty(),
+            "nothing committed past it"
+        );
+        assert_eq!(msg.nack().await.unwrap(), SettleStatus::AlreadySettled);
+    }
+}
