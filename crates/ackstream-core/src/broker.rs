@@ -16,6 +16,7 @@ use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
 use crate::event::{Event, Observer};
 use crate::handler::service::{BoxMessageService, Layers, MessageService};
+use crate::publish::Publisher;
 use crate::record::{Header, OutgoingRecord, RecordPosition};
 use crate::router::Router;
 use crate::runtime::subscription::{StartContext, Subscription};
@@ -233,6 +234,12 @@ pub trait Broker: Clone + Send + Sync + 'static {
             backend: self.core().backend().clone(),
             record: OutgoingRecord::new(topic, payload),
         }
+    }
+
+    /// A publisher to `topic`: cloneable, with defaults (key, headers, partition), for `main`
+    /// and for handlers (as state).
+    fn publisher(&self, topic: impl Into<String>) -> Publisher<Self::Backend> {
+        Publisher::new(self.core().backend().clone(), topic.into())
     }
 
     /// Starts publishing `value` as JSON to `topic`.

@@ -47,9 +47,14 @@ pub(crate) async fn publish(
             partition: delivery.partition,
             offset: delivery.offset,
         }),
-        Err((e, _)) => Err(kafka_error(
-            format!("publish to {} failed", record.topic),
-            e,
-        )),
+        Err((e, _)) => {
+            let at = record
+                .partition
+                .map_or_else(String::new, |p| format!(" partition {p}"));
+            Err(kafka_error(
+                format!("publish to {}{at} failed", record.topic),
+                e,
+            ))
+        }
     }
 }

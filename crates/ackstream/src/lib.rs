@@ -11,9 +11,9 @@ pub use ackstream_core::{
     AckMessage, AckPolicy, Admin, Backend, BackendError, BackendErrorKind, Backoff, BoxError,
     BoxMessageService, Broker, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition,
     Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, KeepOrder, MessageService,
-    NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Record, RecordPosition,
-    RejectMessage, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
-    dead_letter, event, extract,
+    NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Publisher, Record,
+    RecordPosition, RejectMessage, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder,
+    TopicPartition, dead_letter, event, extract,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 

@@ -256,7 +256,8 @@ fn check_topic_name(name: &str) -> Result<(), BackendError> {
     {
         return Err(BackendError::new(format!(
             "invalid topic name {name:?}: Kafka allows 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
-        )));
+        ))
+        .with_kind(ackstream_core::BackendErrorKind::Invalid));
     }
     Ok(())
 }
