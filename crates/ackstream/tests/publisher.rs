@@ -28,10 +28,7 @@ async fn a_publisher_puts_its_defaults_on_every_record() {
     assert_eq!(records.len(), 2);
     for r in &records {
         assert_eq!(r.key.as_deref(), Some(&b"service-a"[..]));
-        assert_eq!(
-            r.headers.get("source"),
-            Some(&b"billing"[..])
-        );
+        assert_eq!(r.headers.get("source"), Some(&b"billing"[..]));
     }
 }
 
