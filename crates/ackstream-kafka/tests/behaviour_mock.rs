@@ -149,3 +149,26 @@ async fn explorer_on_the_mock_cluster() {
 async fn explorer_with_membership_changes_on_the_mock_cluster() {
     ackstream_suite::explorer::explore(&MockFixture::new(), 1001..1025, 24, true).await;
 }
+
+/// A publisher's record for a partition the topic does not have is refused with an error that
+/// names the topic and the partition, of a kind that says retrying will not help.
+#[tokio::test]
+async fn a_publish_to_a_partition_the_topic_lacks_names_it_and_is_not_retriable() {
+    let fx = MockFixture::new();
+    let topic = ackstream_suite::unique("no-such-partition");
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    let err = broker
+        .publisher(&topic)
+        .partition(7)
+        .publish("x")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&topic) && text.contains("partition 7"),
+        "{text}"
+    );
+    assert_eq!(err.kind(), ackstream::BackendErrorKind::Invalid, "{text}");
+    assert!(!err.is_retriable());
+}
