@@ -113,3 +113,33 @@ async fn a_publisher_publishes_json() {
         .unwrap();
     assert_eq!(broker.records("out", 0)[0].payload, r#"{"id":7}"#);
 }
+
+#[cfg(feature = "json")]
+#[tokio::test]
+async fn the_memory_broker_shows_what_was_published_to_a_topic_decoded() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Out {
+        id: u32,
+    }
+    let broker = MemoryBroker::new();
+    broker.create_topic("out", 2).await.unwrap();
+    let out = broker.publisher("out");
+    out.clone()
+        .partition(1)
+        .publish_json(&serde_json::json!({ "id": 2 }))
+        .await
+        .unwrap();
+    out.partition(0)
+        .publish_json(&serde_json::json!({ "id": 1 }))
+        .await
+        .unwrap();
+    let decoded: Vec<Out> = broker.published_json("out").unwrap();
+    assert_eq!(decoded, [Out { id: 1 }, Out { id: 2 }]);
+    broker
+        .publish("out", "not json")
+        .partition(0)
+        .await
+        .unwrap();
+    let err = broker.published_json::<Out>("out").unwrap_err();
+    assert!(err.to_string().contains("out/0@1"), "{err}");
+}

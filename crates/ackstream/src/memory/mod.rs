@@ -257,6 +257,37 @@ impl MemoryBroker {
         Some(self.cluster().topics.get(topic)?.partitions.len() as i32)
     }
 
+    /// Every record published to `topic`: partition 0 in offset order, then partition 1, and
+    /// so on (empty if the topic does not exist). For tests that check what a service sent.
+    pub fn published(&self, topic: &str) -> Vec<Record> {
+        (0..self.partition_count(topic).unwrap_or(0))
+            .flat_map(|p| self.records(topic, p))
+            .collect()
+    }
+
+    /// Every record published to `topic` (as [`published`](Self::published)), decoded from
+    /// JSON; the first record that does not decode is an error naming its position.
+    #[cfg(feature = "json")]
+    pub fn published_json<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<T>, BackendError> {
+        self.published(topic)
+            .iter()
+            .map(|r| {
+                serde_json::from_slice(&r.payload).map_err(|e| {
+                    BackendError::with_source(
+                        format!(
+                            "{}/{}@{} is not the JSON expected",
+                            r.topic, r.partition, r.offset
+                        ),
+                        e,
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Every record of a partition, in offset order.
     pub fn records(&self, topic: &str, partition: i32) -> Vec<Record> {
         self.cluster()
