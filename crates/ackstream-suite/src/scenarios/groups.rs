@@ -70,20 +70,31 @@ pub async fn nack_redelivers_to_another_group_member<F: Fixture>(fx: &F) {
     }
 }
 
-/// Two members of one group split the partitions between them; each record is handled once.
-pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
-    let (topic, group) = (unique("split"), unique("group"));
-    fx.create_topic(&topic, 4).await;
+/// A group member and the recorder of its events.
+type Member<B> = (B, Arc<Recorder>);
+
+/// Two members of `group`, each with a `NackOnError` subscriber to `topic` that handles
+/// records without doing anything, and their recorders (the second's events wake the first's
+/// waits). Neither is started.
+fn two_members<F: Fixture>(fx: &F, topic: &str, group: &str) -> [Member<F::Broker>; 2] {
     let (a, b) = (fx.connect(), fx.connect());
     let ra = Recorder::attach(&a);
     let rb = Recorder::attach_beside(&b, &ra);
     for broker in [&a, &b] {
-        fx.subscriber(broker, &topic)
-            .group_id(&group)
+        fx.subscriber(broker, topic)
+            .group_id(group)
             .auto_offset_reset(OffsetReset::Earliest)
             .auto_commit(false)
             .handle(|_: String| async {});
     }
+    [(a, ra), (b, rb)]
+}
+
+/// Two members of one group split the partitions between them; each record is handled once.
+pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
+    let (topic, group) = (unique("split"), unique("group"));
+    fx.create_topic(&topic, 4).await;
+    let [(a, ra), (b, rb)] = two_members(fx, &topic, &group);
     let app_a = App::new(a.clone()).spawn();
     ra.wait_for("first member assigned", |r| r.assigned(&group).len() == 4)
         .await;
@@ -125,16 +136,7 @@ pub async fn members_of_one_group_split_the_partitions<F: Fixture>(fx: &F) {
 pub async fn a_member_given_no_partition_still_reports_its_assignment<F: Fixture>(fx: &F) {
     let (topic, group) = (unique("empty-assignment"), unique("group"));
     fx.create_topic(&topic, 1).await;
-    let (a, b) = (fx.connect(), fx.connect());
-    let ra = Recorder::attach(&a);
-    let rb = Recorder::attach_beside(&b, &ra);
-    for broker in [&a, &b] {
-        fx.subscriber(broker, &topic)
-            .group_id(&group)
-            .auto_offset_reset(OffsetReset::Earliest)
-            .auto_commit(false)
-            .handle(|_: String| async {});
-    }
+    let [(a, ra), (b, rb)] = two_members(fx, &topic, &group);
     let app_a = App::new(a.clone()).spawn();
     ra.wait_for("first member assigned", |r| r.assigned(&group).len() == 1)
         .await;
