@@ -48,7 +48,7 @@ pub use buffer::BufferBudget;
 pub use config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 pub use error::{BackendError, BackendErrorKind, BoxError, ConfigError, HandlerError};
 pub use handler::service::{
-    BoxMessageService, HandlerService, InfallibleFuture, Layers, MessageService,
+    BoxMessageService, HandlerService, InfallibleFuture, Layers, MessageService, call_when_ready,
 };
 pub use handler::{Handler, HandlerFuture};
 pub use interrupt::{

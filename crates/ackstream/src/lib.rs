@@ -13,7 +13,7 @@ pub use ackstream_core::{
     Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, KeepOrder, MessageService,
     NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Publisher, Record,
     RecordPosition, RejectMessage, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder,
-    TopicPartition, dead_letter, event, extract,
+    TopicPartition, call_when_ready, dead_letter, event, extract,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 

@@ -45,6 +45,18 @@ impl<S> MessageService for S where
 {
 }
 
+/// Calls `service` for `msg` as tower's contract asks: made ready first, then called once.
+/// What the runtime does for each delivery, and what a middleware does to run the rest of its
+/// stack.
+pub async fn call_when_ready<S>(service: &mut S, msg: KafkaMessage) -> Outcome
+where
+    S: Service<KafkaMessage, Response = Outcome, Error = Infallible>,
+{
+    let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+    let Ok(outcome) = service.call(msg).await;
+    outcome
+}
+
 /// A handler as a service: extracts the arguments from the message (with the broker's state)
 /// and calls the handler.
 pub struct HandlerService<H, T> {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::task::{Context, Poll};
 
-use ackstream_core::{BoxMessageService, KafkaMessage, Outcome};
+use ackstream_core::{BoxMessageService, KafkaMessage, Outcome, call_when_ready};
 use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -106,8 +106,6 @@ impl fmt::Debug for Next {
 impl Next {
     /// Runs the rest of the stack (inner layers, then the handler) for `msg`.
     pub async fn run(mut self, msg: KafkaMessage) -> Outcome {
-        let Ok(()) = std::future::poll_fn(|cx| self.inner.poll_ready(cx)).await;
-        let Ok(outcome) = self.inner.call(msg).await;
-        outcome
+        call_when_ready(&mut self.inner, msg).await
     }
 }
