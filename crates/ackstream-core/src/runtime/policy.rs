@@ -37,6 +37,17 @@ pub(super) async fn process<S: MessageService>(
         .catch_unwind()
         .await
         .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
+    // The common case, settled at once without the bookkeeping failures need.
+    if let Outcome::Success = outcome {
+        match config.ack_policy {
+            AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError => {
+                let _ = msg.settle_with(Disposition::Ack, None);
+            }
+            AckPolicy::AckFirst => {}
+            AckPolicy::Manual => msg.handler_returned(),
+        }
+        return;
+    }
     if let Some(dead_letter) = resolve(msg, outcome, config) {
         // A panic while publishing (a backend's) must not end the partition's task; the
         // abandoned publish nacks the record (see `settle::dead_letter_first`).
@@ -58,9 +69,10 @@ fn on_failure(config: &SubscriberConfig, attempt: u32) -> Option<Disposition> {
     }
 }
 
-/// Settles `msg` as the policy says for `outcome`. Every settle is synchronous except one that
+/// Settles `msg` as the policy says for an outcome other than success. Every settle is synchronous except one that
 /// publishes a dead letter first: that one is returned, boxed, for the caller to await (so the
 /// common path carries no publish state).
+#[inline(never)]
 fn resolve<'a>(
     msg: &'a KafkaMessage,
     outcome: Outcome,
@@ -70,17 +82,8 @@ fn resolve<'a>(
     let ctx = msg.context();
     let why: String;
     let (disposition, attempt_limit) = match outcome {
-        // The common case, settled at once without the bookkeeping failures need.
-        Outcome::Success => {
-            match policy {
-                AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError => {
-                    let _ = msg.settle_with(Disposition::Ack, None);
-                }
-                AckPolicy::AckFirst => {}
-                AckPolicy::Manual => msg.handler_returned(),
-            }
-            return None;
-        }
+        // Settled by `process` before it gets here.
+        Outcome::Success => return None,
         Outcome::Interrupted(d) => {
             why = format!("{d:?} interrupt from the handler");
             (Some(d), config.max_attempts)
