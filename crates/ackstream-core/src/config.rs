@@ -47,6 +47,11 @@ pub struct SubscriberConfig {
     pub ordering: KeepOrder,
     /// Where rejected records are published before they are committed past.
     pub dead_letter_topic: Option<String>,
+    /// Topics the handler's return value is published to before the input is acked.
+    pub publish_to: Vec<String>,
+    /// Whether a return value also goes to the input's `reply_to` header (true unless the
+    /// subscriber says `no_reply`).
+    pub replies: bool,
     /// What the subscriber may hold of records read ahead of its handler, over all its
     /// partitions.
     pub buffer: crate::BufferBudget,

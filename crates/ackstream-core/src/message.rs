@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::error::BackendError;
 use crate::interrupt::Disposition;
 use crate::interrupt::SettleStatus;
-use crate::record::{Headers, Record, TopicPartition};
+use crate::record::{Headers, OutgoingRecord, Record, TopicPartition};
+use crate::response::Output;
 use crate::settle::{self, PartitionContext, Plan};
 use crate::tracker::DeliveryId;
 
@@ -217,6 +218,28 @@ impl KafkaMessage {
         }
     }
 
+    /// The records the handler's return value becomes for this delivery (none when the
+    /// subscriber publishes nowhere: no `publish_to`, and no `reply_to` that counts).
+    pub(crate) fn outputs(&self, output: Output) -> Vec<OutgoingRecord> {
+        match &self.0.partition.config.outputs {
+            Some(outputs) => outputs.records(&self.0.record, output),
+            None => Vec::new(),
+        }
+    }
+
+    /// Publishes `outputs` without settling anything: for an input already settled.
+    pub(crate) async fn publish_only(&self, outputs: Vec<OutgoingRecord>) -> Result<(), BackendError> {
+        match &self.0.partition.config.outputs {
+            Some(publisher) => publisher.publish_all(outputs).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Claims this delivery's settle for the framework, unless it was settled already.
+    pub(crate) fn claim(&self) -> Option<Claimed<'_>> {
+        (!self.0.settled.swap(true, Ordering::AcqRel)).then_some(Claimed(self))
+    }
+
     /// Marks that the handler returned without settling (manual policy).
     pub(crate) fn handler_returned(&self) {
         if !self.is_settled() {
@@ -248,6 +271,22 @@ impl DeadLetter<'_> {
     pub(crate) async fn publish(self, why: &str) -> SettleStatus {
         let d = &self.0.0;
         settle::dead_letter_first(&d.partition, &d.record, d.id, d.attempt, why).await
+    }
+}
+
+/// A settle the framework claimed and has still to apply.
+#[must_use = "a claimed settle must be applied, or the record holds its partition back"]
+pub(crate) struct Claimed<'a>(&'a KafkaMessage);
+
+impl Claimed<'_> {
+    /// Publishes `outputs`, then acks; `failed` instead if a publish fails or is abandoned.
+    pub(crate) async fn publish_first(
+        self,
+        outputs: Vec<OutgoingRecord>,
+        failed: Disposition,
+    ) -> SettleStatus {
+        let d = &self.0.0;
+        settle::publish_first(&d.partition, &d.record, d.id, outputs, failed).await
     }
 }
 

@@ -10,6 +10,8 @@ use crate::interrupt::Disposition;
 pub enum Outcome {
     /// The handler returned successfully.
     Success,
+    /// The handler returned a value to publish (see [`response`](crate::response)).
+    Output(crate::response::Output),
     /// The handler asked for a settle with an interrupt (`Err(NackMessage.into())`, …).
     Interrupted(Disposition),
     /// The handler returned an error.
@@ -23,6 +25,10 @@ pub enum Outcome {
 /// Converts a handler's return value into an [`Outcome`]: `()` is success, `Result<T, E>` is
 /// `T`'s outcome or `E`'s (an interrupt or a failure).
 pub trait IntoOutcome {
+    /// Whether the value may be an [`Outcome::Output`] (so the input's headers are read for
+    /// its `reply_to`).
+    const OUTPUTS: bool = false;
+
     /// The outcome.
     fn into_outcome(self) -> Outcome;
 }
@@ -34,12 +40,16 @@ impl IntoOutcome for () {
 }
 
 impl IntoOutcome for Outcome {
+    const OUTPUTS: bool = true;
+
     fn into_outcome(self) -> Outcome {
         self
     }
 }
 
 impl<T: IntoOutcome, E: Into<HandlerError>> IntoOutcome for Result<T, E> {
+    const OUTPUTS: bool = T::OUTPUTS;
+
     fn into_outcome(self) -> Outcome {
         match self {
             Ok(v) => v.into_outcome(),

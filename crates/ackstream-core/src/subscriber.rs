@@ -99,6 +99,8 @@ pub struct SubscriberBuilder<B: Backend> {
     max_workers: Option<usize>,
     ordering: Option<KeepOrder>,
     dead_letter_topic: Option<String>,
+    publish_to: Vec<String>,
+    no_reply: bool,
     buffer: crate::BufferBudget,
     settings: Vec<(String, String)>,
     layers: Layers,
@@ -128,6 +130,8 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_workers: None,
             ordering: None,
             dead_letter_topic: None,
+            publish_to: Vec::new(),
+            no_reply: false,
             buffer: crate::BufferBudget::default(),
             settings: Vec::new(),
             layers: Layers::default(),
@@ -274,6 +278,39 @@ impl<B: Backend> SubscriberBuilder<B> {
         self
     }
 
+    /// Publishes the handler's return value to `topic` (call it again for more topics): see
+    /// [`response`](crate::response) for what a handler may return. The input is acked only
+    /// once the broker confirmed the output on every topic; if a publish fails, the input is
+    /// nacked after the failure backoff, so nothing is committed past it. A crash between the
+    /// publish and the commit publishes the output again: a duplicate, never a loss.
+    ///
+    /// Under `AckFirst` the input is acked before the handler runs, so an output that fails to
+    /// publish is only logged (at most once). Under `Manual`, an ack the handler made itself
+    /// is not held back; a record the handler left unsettled is nacked if its output fails.
+    ///
+    /// ```
+    /// # use ackstream_core::{AckPolicy, Broker};
+    /// # fn f(broker: &impl Broker) {
+    /// broker
+    ///     .subscriber("orders")
+    ///     .group_id("billing")
+    ///     .ack_policy(AckPolicy::NackOnError)
+    ///     .publish_to("invoices")
+    ///     .handle(|order: String| async move { format!("invoice for {order}") });
+    /// # }
+    /// ```
+    pub fn publish_to(mut self, topic: impl Into<String>) -> Self {
+        self.publish_to.push(topic.into());
+        self
+    }
+
+    /// Whether to leave out replies: by default a return value also goes to the topic an
+    /// input names in its `reply_to` header, with the input's `correlation_id`.
+    pub fn no_reply(mut self, no_reply: bool) -> Self {
+        self.no_reply = no_reply;
+        self
+    }
+
     /// How long the group waits for a silent member before reassigning its partitions
     /// (Kafka's `session.timeout.ms`; the in-memory broker has no sessions).
     pub fn session_timeout(self, timeout: std::time::Duration) -> Self {
@@ -361,6 +398,18 @@ impl<B: Backend> SubscriberBuilder<B> {
                 reason: format!("{dlq:?} is empty or one of the subscriber's own topics"),
             });
         }
+        if let Some(out) = self
+            .publish_to
+            .iter()
+            .find(|t| t.is_empty() || self.topics.contains(t))
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: "publish_to",
+                reason: format!(
+                    "{out:?} is empty or one of the subscriber's own topics (each output would be consumed again)"
+                ),
+            });
+        }
         if self.max_workers == Some(0) {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_workers",
@@ -385,6 +434,8 @@ impl<B: Backend> SubscriberBuilder<B> {
             max_workers: self.max_workers,
             ordering: self.ordering.unwrap_or(KeepOrder::Partition),
             dead_letter_topic: self.dead_letter_topic.clone(),
+            publish_to: self.publish_to.clone(),
+            replies: !self.no_reply,
             buffer: self.buffer,
             settings: self.settings.clone(),
             reads_headers: true,
@@ -432,8 +483,12 @@ impl<B: Backend> SubscriberBuilder<B> {
         let default_policy = registry.default_ack_policy();
         let mut config = self.build_config_with(default_policy)?;
         registry.check(&config)?;
-        // Dead letters carry the record's headers along.
-        config.reads_headers = H::READS_HEADERS || config.dead_letter_topic.is_some();
+        // Dead letters carry the record's headers along; outputs its correlation id, replies
+        // read its `reply_to`.
+        config.reads_headers = H::READS_HEADERS
+            || config.dead_letter_topic.is_some()
+            || !config.publish_to.is_empty()
+            || (config.replies && H::OUTPUTS);
         registry.register(Arc::new(HandlerSubscription::new(
             config,
             handler,

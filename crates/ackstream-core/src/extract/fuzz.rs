@@ -23,6 +23,7 @@ fn message(
         max_attempts: None,
         observer: None,
         dead_letters: None,
+        outputs: None,
     });
     let ctx = Arc::new(PartitionContext::new(tp, Arc::new(NoCommit), config, false));
     let crate::settle::Delivery::Accepted(delivered) = ctx.deliver(0) else {

@@ -50,6 +50,9 @@ pub trait Handler<T>: Clone + Send + Sync + 'static {
 
     /// Whether any argument reads the record's headers (see [`FromMessage::READS_HEADERS`]).
     const READS_HEADERS: bool;
+
+    /// Whether the handler may return a value to publish (see [`IntoOutcome::OUTPUTS`]).
+    const OUTPUTS: bool;
 }
 
 pin_project! {
@@ -121,6 +124,7 @@ where
     type Future = HandlerFuture<Fut>;
 
     const READS_HEADERS: bool = false;
+    const OUTPUTS: bool = <Fut::Output as IntoOutcome>::OUTPUTS;
 
     fn call(&self, _: &KafkaMessage, _: &StateMap) -> Self::Future {
         HandlerFuture::running(self())
@@ -146,6 +150,7 @@ macro_rules! impl_handler {
             type Future = HandlerFuture<Fut>;
 
             const READS_HEADERS: bool = $( $ty::READS_HEADERS || )* $last::READS_HEADERS;
+            const OUTPUTS: bool = <Fut::Output as IntoOutcome>::OUTPUTS;
 
             fn call(&self, msg: &KafkaMessage, state: &StateMap) -> Self::Future {
                 $(

@@ -33,6 +33,7 @@ use crate::error::BackendError;
 use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
+use crate::settle::output::{Outputs, PublishFn};
 use crate::settle::{PartitionContext, SettleConfig};
 use subscription::StartContext;
 use task::PartitionTask;
@@ -56,17 +57,22 @@ where
 {
     let mut consumer = backend.consumer(&config).await?;
     let offsets = consumer.offset_store();
-    let dead_letters = config.dead_letter_topic.as_deref().map(|topic| {
+    let publish: Arc<PublishFn> = {
         let backend = backend.clone();
-        DeadLetters::new(topic, move |record| {
+        Arc::new(move |record| {
             let backend = backend.clone();
             Box::pin(async move { backend.publish(record).await })
         })
-    });
+    };
+    let dead_letters = (config.dead_letter_topic.as_deref())
+        .map(|topic| DeadLetters::new(topic, publish.clone()));
+    let outputs = (!config.publish_to.is_empty() || config.replies)
+        .then(|| Outputs::new(&config.publish_to, config.replies, publish));
     let settle = Arc::new(SettleConfig {
         max_attempts: config.max_attempts,
         observer: ctx.observer.clone(),
         dead_letters,
+        outputs,
     });
     let group: Option<Arc<str>> = config.group_id.as_deref().map(Arc::from);
     let emit = |event: Event| {

@@ -13,6 +13,7 @@ use crate::handler::service::MessageService;
 use crate::interrupt::Disposition;
 use crate::message::{KafkaMessage, Settling};
 use crate::outcome::Outcome;
+use crate::response::Output;
 
 /// Runs the subscriber's service (its layers and handler) for one delivery and settles it as
 /// the policy says. The policy wraps the whole stack: whatever a layer does, panics included,
@@ -39,13 +40,7 @@ pub(super) async fn process<S: MessageService>(
         .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
     // The common case, settled at once without the bookkeeping failures need.
     if let Outcome::Success = outcome {
-        match config.ack_policy {
-            AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError => {
-                let _ = msg.settle_with(Disposition::Ack, None);
-            }
-            AckPolicy::AckFirst => {}
-            AckPolicy::Manual => msg.handler_returned(),
-        }
+        settle_success(msg, config.ack_policy);
         return;
     }
     if let Some(dead_letter) = resolve(msg, outcome, config) {
@@ -53,6 +48,73 @@ pub(super) async fn process<S: MessageService>(
         // abandoned publish nacks the record (see `settle::dead_letter_first`).
         let _ = AssertUnwindSafe(dead_letter).catch_unwind().await;
     }
+}
+
+/// Settles a delivery whose handler succeeded, as the policy says.
+#[inline]
+fn settle_success(msg: &KafkaMessage, policy: AckPolicy) {
+    match policy {
+        AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError => {
+            let _ = msg.settle_with(Disposition::Ack, None);
+        }
+        AckPolicy::AckFirst => {}
+        AckPolicy::Manual => msg.handler_returned(),
+    }
+}
+
+/// Publishes a return value and settles its input: under a policy that acks after the handler,
+/// the ack waits for every confirmation (the settle rule's "publish first"), and a failed
+/// publish nacks the input after the failure backoff. An input already settled (under
+/// `AckFirst`, or by the handler) cannot wait: its outputs are published and a failure logged.
+fn publish_output<'a>(
+    msg: &'a KafkaMessage,
+    output: Output,
+    config: &SubscriberConfig,
+) -> Option<BoxFuture<'a, ()>> {
+    let policy = config.ack_policy;
+    let outputs = msg.outputs(output);
+    if outputs.is_empty() {
+        settle_success(msg, policy);
+        return None;
+    }
+    let failed = Disposition::Nack {
+        delay: config.retry_backoff.delay(msg.attempt()),
+    };
+    if matches!(
+        policy,
+        AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError
+    ) && let Some(claimed) = msg.claim()
+    {
+        return Some(Box::pin(async move {
+            claimed.publish_first(outputs, failed).await;
+        }));
+    }
+    Some(Box::pin(async move {
+        let published = msg.publish_only(outputs).await;
+        match published {
+            Ok(()) if policy == AckPolicy::Manual => msg.handler_returned(),
+            Ok(()) => {}
+            Err(error) if policy == AckPolicy::Manual && !msg.is_settled() => {
+                tracing::warn!(
+                    topic = msg.topic(),
+                    partition = msg.partition(),
+                    offset = msg.offset(),
+                    %error,
+                    "output not published: the input is nacked, not committed"
+                );
+                if let Settling::DeadLetterFirst(letter) = msg.settle_with(failed, None) {
+                    letter.publish("output not published").await;
+                }
+            }
+            Err(error) => tracing::error!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                %error,
+                "output not published, and its input was settled before it (AckFirst, or by the handler)"
+            ),
+        }
+    }))
 }
 
 /// What the policy does after a failure (an error, a panic, a decode failure) of `attempt`:
@@ -84,6 +146,7 @@ fn resolve<'a>(
     let (disposition, attempt_limit) = match outcome {
         // Settled by `process` before it gets here.
         Outcome::Success => return None,
+        Outcome::Output(output) => return publish_output(msg, output, config),
         Outcome::Interrupted(d) => {
             why = format!("{d:?} interrupt from the handler");
             (Some(d), config.max_attempts)

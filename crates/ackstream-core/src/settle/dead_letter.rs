@@ -4,12 +4,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
-
-use futures_util::future::BoxFuture;
 
 use crate::error::BackendError;
 use crate::record::{OutgoingRecord, Record, RecordPosition};
+
+use super::PUBLISH_TIMEOUT;
+use super::output::PublishFn;
 
 /// Header naming the topic a dead letter came from.
 pub const HEADER_TOPIC: &str = "ackstream-dead-letter-topic";
@@ -21,14 +21,6 @@ pub const HEADER_OFFSET: &str = "ackstream-dead-letter-offset";
 pub const HEADER_ATTEMPT: &str = "ackstream-dead-letter-attempt";
 /// Header with why the record was rejected (the last error).
 pub const HEADER_ERROR: &str = "ackstream-dead-letter-error";
-
-/// How long a dead letter may take to be confirmed before it counts as failed (a producer can
-/// otherwise wait minutes for an unreachable broker).
-pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
-
-type PublishFn = dyn Fn(OutgoingRecord) -> BoxFuture<'static, Result<RecordPosition, BackendError>>
-    + Send
-    + Sync;
 
 /// A subscriber's dead-letter topic and the means to publish to it.
 #[derive(Clone)]
@@ -46,16 +38,10 @@ impl fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    pub(crate) fn new(
-        topic: &str,
-        publish: impl Fn(OutgoingRecord) -> BoxFuture<'static, Result<RecordPosition, BackendError>>
-        + Send
-        + Sync
-        + 'static,
-    ) -> Self {
+    pub(crate) fn new(topic: &str, publish: Arc<PublishFn>) -> Self {
         Self {
             topic: Arc::from(topic),
-            publish: Arc::new(publish),
+            publish,
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct SettleConfig {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) observer: Option<Observer>,
     pub(crate) dead_letters: Option<DeadLetters>,
+    /// Where return values go (`None`: nowhere, not even to a `reply_to`).
+    pub(crate) outputs: Option<super::output::Outputs>,
 }
 
 /// A nacked record waiting to be delivered again.

@@ -7,25 +7,33 @@
 //!    applied as a reject only once the broker confirmed it;
 //! 3. if that publish fails, the record is nacked instead (after [`DEAD_LETTER_RETRY`]): it
 //!    stays unfinished, nothing commits past it, and it comes back;
-//! 4. everything else is applied as given.
+//! 4. an ack after the handler returned a value is applied only once the broker confirmed the
+//!    value on every output topic (and the input's `reply_to`): publish first, then ack; if a
+//!    publish fails, the record is nacked instead, after the failure backoff;
+//! 5. everything else is applied as given.
 //!
 //! [`ledger`] applies the result to the partition's tracker; [`dead_letter`] builds and
-//! publishes the dead letter.
+//! publishes the dead letter; [`output`] the outputs.
 
 pub mod dead_letter;
 pub(crate) mod ledger;
+pub(crate) mod output;
 
 use std::time::Duration;
 
 pub(crate) use ledger::{Delivery, PartitionContext, Retry, SettleConfig};
 
 use crate::interrupt::{Disposition, SettleStatus};
-use crate::record::Record;
+use crate::record::{OutgoingRecord, Record};
 use crate::tracker::DeliveryId;
 
 /// How long a record whose dead letter could not be published waits before it is delivered
 /// again (the dead-letter topic may be back by then).
 pub(crate) const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a publish the settle waits for (a dead letter, an output) may take to be confirmed
+/// before it counts as failed (a producer can otherwise wait minutes for an unreachable broker).
+pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a settle becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +95,7 @@ pub(crate) async fn dead_letter_first(
     let Some(dead_letters) = &ctx.config.dead_letters else {
         return ctx.apply(record, id, Disposition::Reject);
     };
-    let unfinished = NackOnDrop(Some((ctx, record, id)));
+    let unfinished = NackOnDrop(Some((ctx, record, id, DEAD_LETTER_NACK)));
     let published = dead_letters.publish(record, attempt, why).await;
     unfinished.disarm();
     match published {
@@ -111,8 +119,40 @@ const DEAD_LETTER_NACK: Disposition = Disposition::Nack {
     delay: Some(DEAD_LETTER_RETRY),
 };
 
-/// Nacks a delivery whose dead letter is being published if the publish is abandoned.
-struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId)>);
+/// Publishes a delivery's outputs, then applies its ack (step 4); if a publish fails or is
+/// abandoned (the future dropped: a timeout around the handler, a drain deadline), applies
+/// `failed` (a nack) instead, so nothing commits past an input whose output is not confirmed.
+/// The settle must have been claimed by the caller.
+pub(crate) async fn publish_first(
+    ctx: &PartitionContext,
+    record: &Record,
+    id: DeliveryId,
+    outputs: Vec<OutgoingRecord>,
+    failed: Disposition,
+) -> SettleStatus {
+    let Some(publisher) = &ctx.config.outputs else {
+        return ctx.apply(record, id, Disposition::Ack);
+    };
+    let unfinished = NackOnDrop(Some((ctx, record, id, failed)));
+    let published = publisher.publish_all(outputs).await;
+    unfinished.disarm();
+    match published {
+        Ok(()) => ctx.apply(record, id, Disposition::Ack),
+        Err(e) => {
+            tracing::warn!(
+                topic = %record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                error = %e,
+                "output not published: the input is nacked, not committed"
+            );
+            ctx.apply(record, id, failed)
+        }
+    }
+}
+
+/// Applies a nack to a delivery whose publish (dead letter, output) is abandoned.
+struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId, Disposition)>);
 
 impl NackOnDrop<'_> {
     fn disarm(mut self) {
@@ -122,14 +162,14 @@ impl NackOnDrop<'_> {
 
 impl Drop for NackOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some((ctx, record, id)) = self.0.take() {
+        if let Some((ctx, record, id, nack)) = self.0.take() {
             tracing::warn!(
                 topic = %record.topic,
                 partition = record.partition,
                 offset = record.offset,
-                "dead letter abandoned before it was confirmed: the record is nacked, not committed"
+                "publish abandoned before it was confirmed: the record is nacked, not committed"
             );
-            ctx.apply(record, id, DEAD_LETTER_NACK);
+            ctx.apply(record, id, nack);
         }
     }
 }

@@ -85,16 +85,20 @@ mod cancelled {
 
     /// A partition whose dead-letter topic takes `publish_takes` to refuse a letter.
     fn partition(publish_takes: Duration) -> (Arc<PartitionContext>, Stored) {
-        let letters = DeadLetters::new("dlq", move |_| {
-            Box::pin(async move {
-                tokio::time::sleep(publish_takes).await;
-                Err(BackendError::new("dead-letter topic too slow"))
-            })
-        });
+        let letters = DeadLetters::new(
+            "dlq",
+            Arc::new(move |_| {
+                Box::pin(async move {
+                    tokio::time::sleep(publish_takes).await;
+                    Err(BackendError::new("dead-letter topic too slow"))
+                })
+            }),
+        );
         let config = Arc::new(SettleConfig {
             max_attempts: None,
             observer: None,
             dead_letters: Some(letters),
+            outputs: None,
         });
         let stored = Stored::default();
         let tp = TopicPartition::new("t", 0);
