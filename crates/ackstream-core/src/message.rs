@@ -228,7 +228,10 @@ impl KafkaMessage {
     }
 
     /// Publishes `outputs` without settling anything: for an input already settled.
-    pub(crate) async fn publish_only(&self, outputs: Vec<OutgoingRecord>) -> Result<(), BackendError> {
+    pub(crate) async fn publish_only(
+        &self,
+        outputs: Vec<OutgoingRecord>,
+    ) -> Result<(), BackendError> {
         match &self.0.partition.config.outputs {
             Some(publisher) => publisher.publish_all(outputs).await,
             None => Ok(()),

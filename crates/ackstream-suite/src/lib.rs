@@ -20,7 +20,7 @@ pub mod read_ahead;
 pub mod scenarios;
 
 // The scenario areas at the root too, where the suite's macros name them.
-pub use scenarios::{dead_letters, delivery, groups, redelivery, shutdown};
+pub use scenarios::{dead_letters, delivery, groups, outputs, redelivery, shutdown};
 
 pub use ackstream::testing::{EVENT_TIMEOUT, Recorder};
 pub use fixture::{Fixture, MemoryFixture, unique};
@@ -40,6 +40,7 @@ macro_rules! behaviour_suite {
         $crate::__scenarios_shutdown!([$(#[$attr])*] $fixture);
         $crate::__scenarios_redelivery!([$(#[$attr])*] $fixture);
         $crate::__scenarios_dead_letters!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_outputs!([$(#[$attr])*] $fixture);
         $crate::__scenarios_concurrency!([$(#[$attr])*] $fixture);
         $crate::__scenarios_races!([$(#[$attr])*] $fixture);
         $crate::__scenarios_read_ahead!([$(#[$attr])*] $fixture);
@@ -123,6 +124,7 @@ mod tests {
         ("shutdown", include_str!("scenarios/shutdown.rs")),
         ("redelivery", include_str!("scenarios/redelivery.rs")),
         ("dead_letters", include_str!("scenarios/dead_letters.rs")),
+        ("outputs", include_str!("scenarios/outputs.rs")),
         ("concurrency", include_str!("concurrency.rs")),
         ("races", include_str!("races.rs")),
         ("read_ahead", include_str!("read_ahead.rs")),
@@ -159,6 +161,10 @@ mod tests {
         for (area, source) in AREAS {
             let defined = defined(source);
             assert!(!defined.is_empty(), "{area}: no scenario found");
+            assert!(
+                include_str!("lib.rs").contains(&format!("$crate::__scenarios_{area}!(")),
+                "{area}: its list is not expanded by behaviour_suite!, so none of it runs"
+            );
             let listed = listed(area, source);
             for name in &defined {
                 assert!(

@@ -11,9 +11,9 @@ pub use ackstream_core::{
     AckMessage, AckPolicy, Admin, Backend, BackendError, BackendErrorKind, Backoff, BoxError,
     BoxMessageService, Broker, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition,
     Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, KeepOrder, MessageService,
-    NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Publish, Publisher, Record,
-    RecordPosition, RejectMessage, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder,
-    TopicPartition, call_when_ready, dead_letter, event, extract,
+    NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Output, Publish, Publisher,
+    Record, RecordPosition, RejectMessage, Response, Router, SettleError, SettleStatus, StateMap,
+    SubscriberBuilder, TopicPartition, call_when_ready, dead_letter, event, extract, response,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 
@@ -24,6 +24,6 @@ pub mod prelude {
     pub use crate::extract::{Attempt, Key, Offset, Partition, State};
     pub use crate::{
         AckMessage, AckPolicy, Admin, App, Broker, HandlerError, Headers, KafkaMessage, KeepOrder,
-        NackMessage, OffsetReset, RejectMessage, Router,
+        NackMessage, OffsetReset, RejectMessage, Response, Router,
     };
 }

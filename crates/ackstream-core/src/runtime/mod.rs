@@ -64,8 +64,8 @@ where
             Box::pin(async move { backend.publish(record).await })
         })
     };
-    let dead_letters = (config.dead_letter_topic.as_deref())
-        .map(|topic| DeadLetters::new(topic, publish.clone()));
+    let dead_letters =
+        (config.dead_letter_topic.as_deref()).map(|topic| DeadLetters::new(topic, publish.clone()));
     let outputs = (!config.publish_to.is_empty() || config.replies)
         .then(|| Outputs::new(&config.publish_to, config.replies, publish));
     let settle = Arc::new(SettleConfig {

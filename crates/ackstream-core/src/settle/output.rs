@@ -75,7 +75,10 @@ impl Outputs {
     /// Publishes every record, all in flight at once, and waits for every confirmation (each
     /// within [`PUBLISH_TIMEOUT`]); the first failure if any failed (others may have landed:
     /// the input is delivered again, so they will be published again).
-    pub(crate) async fn publish_all(&self, records: Vec<OutgoingRecord>) -> Result<(), BackendError> {
+    pub(crate) async fn publish_all(
+        &self,
+        records: Vec<OutgoingRecord>,
+    ) -> Result<(), BackendError> {
         let sends = records.into_iter().map(|record| {
             let topic = record.topic.clone();
             let send = (self.publish)(record);

@@ -5,6 +5,7 @@
 pub mod dead_letters;
 pub mod delivery;
 pub mod groups;
+pub mod outputs;
 pub mod redelivery;
 pub mod shutdown;
 

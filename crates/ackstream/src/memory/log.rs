@@ -169,7 +169,8 @@ impl Topic {
                 return Err(BackendError::new(format!(
                     "topic {} has {n} partitions; partition {p} does not exist",
                     record.topic
-                )));
+                ))
+                .with_kind(ackstream_core::BackendErrorKind::Invalid));
             }
             (None, Some(key)) => partition_for_key(key, n),
             (None, None) => {
