@@ -48,6 +48,7 @@ pub use broker::{Broker, BrokerCore, Publish, Runnable};
 pub use buffer::BufferBudget;
 pub use config::{DEFAULT_DECODE_ATTEMPTS, OffsetReset, SubscriberConfig};
 pub use error::{BackendError, BackendErrorKind, BoxError, ConfigError, HandlerError};
+pub use handler::batch::{Batch, BatchFuture, BatchHandler};
 pub use handler::service::{
     BoxMessageService, HandlerService, InfallibleFuture, Layers, MessageService, call_when_ready,
 };
@@ -65,4 +66,4 @@ pub use response::{Output, Response};
 pub use router::Router;
 pub use shutdown::Shutdown;
 pub use state::StateMap;
-pub use subscriber::SubscriberBuilder;
+pub use subscriber::{BatchSubscriberBuilder, SubscriberBuilder};

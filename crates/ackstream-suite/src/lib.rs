@@ -20,7 +20,7 @@ pub mod read_ahead;
 pub mod scenarios;
 
 // The scenario areas at the root too, where the suite's macros name them.
-pub use scenarios::{dead_letters, delivery, groups, outputs, redelivery, shutdown};
+pub use scenarios::{batches, dead_letters, delivery, groups, outputs, redelivery, shutdown};
 
 pub use ackstream::testing::{EVENT_TIMEOUT, Recorder};
 pub use fixture::{Fixture, MemoryFixture, unique};
@@ -41,6 +41,7 @@ macro_rules! behaviour_suite {
         $crate::__scenarios_redelivery!([$(#[$attr])*] $fixture);
         $crate::__scenarios_dead_letters!([$(#[$attr])*] $fixture);
         $crate::__scenarios_outputs!([$(#[$attr])*] $fixture);
+        $crate::__scenarios_batches!([$(#[$attr])*] $fixture);
         $crate::__scenarios_concurrency!([$(#[$attr])*] $fixture);
         $crate::__scenarios_races!([$(#[$attr])*] $fixture);
         $crate::__scenarios_read_ahead!([$(#[$attr])*] $fixture);
@@ -125,6 +126,7 @@ mod tests {
         ("redelivery", include_str!("scenarios/redelivery.rs")),
         ("dead_letters", include_str!("scenarios/dead_letters.rs")),
         ("outputs", include_str!("scenarios/outputs.rs")),
+        ("batches", include_str!("scenarios/batches.rs")),
         ("concurrency", include_str!("concurrency.rs")),
         ("races", include_str!("races.rs")),
         ("read_ahead", include_str!("read_ahead.rs")),

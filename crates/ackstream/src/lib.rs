@@ -8,12 +8,13 @@ pub mod middleware;
 pub mod testing;
 
 pub use ackstream_core::{
-    AckMessage, AckPolicy, Admin, Backend, BackendError, BackendErrorKind, Backoff, BoxError,
-    BoxMessageService, Broker, BufferBudget, ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition,
-    Handler, HandlerError, Header, Headers, IntoOutcome, KafkaMessage, KeepOrder, MessageService,
-    NackAfter, NackMessage, OffsetReset, Outcome, OutgoingRecord, Output, Publish, Publisher,
-    Record, RecordPosition, RejectMessage, Response, Router, SettleError, SettleStatus, StateMap,
-    SubscriberBuilder, TopicPartition, call_when_ready, dead_letter, event, extract, response,
+    AckMessage, AckPolicy, Admin, Backend, BackendError, BackendErrorKind, Backoff, Batch,
+    BatchHandler, BatchSubscriberBuilder, BoxError, BoxMessageService, Broker, BufferBudget,
+    ConfigError, DEFAULT_DECODE_ATTEMPTS, Disposition, Handler, HandlerError, Header, Headers,
+    IntoOutcome, KafkaMessage, KeepOrder, MessageService, NackAfter, NackMessage, OffsetReset,
+    Outcome, OutgoingRecord, Output, Publish, Publisher, Record, RecordPosition, RejectMessage,
+    Response, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
+    call_when_ready, dead_letter, event, extract, response,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 
@@ -23,7 +24,7 @@ pub mod prelude {
     pub use crate::extract::Json;
     pub use crate::extract::{Attempt, Key, Offset, Partition, State};
     pub use crate::{
-        AckMessage, AckPolicy, Admin, App, Broker, HandlerError, Headers, KafkaMessage, KeepOrder,
-        NackMessage, OffsetReset, RejectMessage, Response, Router,
+        AckMessage, AckPolicy, Admin, App, Batch, Broker, HandlerError, Headers, KafkaMessage,
+        KeepOrder, NackMessage, OffsetReset, RejectMessage, Response, Router,
     };
 }

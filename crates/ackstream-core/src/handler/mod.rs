@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+pub(crate) mod batch;
 pub(crate) mod service;
 
 use crate::error::ConfigError;

@@ -12,6 +12,7 @@
 //! shutdown:        stop every partition task, drain (bounded), fence, commit, leave the group
 //! ```
 
+pub(crate) mod batch;
 mod concurrent;
 mod partition;
 mod policy;
@@ -45,15 +46,16 @@ struct Worker {
 }
 
 /// Runs one subscriber until shutdown; see the module docs.
-pub(crate) async fn run_subscription<B, S>(
+async fn run_subscription<B, S>(
     backend: Arc<B>,
     config: Arc<SubscriberConfig>,
     service: S,
     ctx: StartContext,
+    spawn: Spawn<B, S>,
 ) -> Result<(), BackendError>
 where
     B: Backend,
-    S: MessageService,
+    S: Clone + Send + Sync + 'static,
 {
     let mut consumer = backend.consumer(&config).await?;
     let offsets = consumer.offset_store();
@@ -117,7 +119,7 @@ where
                         app: ctx.shutdown.clone(),
                         config: config.clone(),
                     };
-                    let task = spawn_partition(task, &pool, one_at_a_time);
+                    let task = spawn(task, &pool, one_at_a_time);
                     if let Some(old) = workers.insert(
                         tp,
                         Worker {
@@ -189,6 +191,14 @@ where
     consumer.close().await;
     Ok(())
 }
+
+/// Starts one partition's task (a dispatch mode: records one at a time or concurrently, or
+/// batches) with the subscriber's pool and whether it runs one record at a time.
+type Spawn<B, S> = fn(
+    PartitionTask<<<B as Backend>::Consumer as Consumer>::Partition, S>,
+    &Arc<concurrent::Pool>,
+    bool,
+) -> JoinHandle<()>;
 
 /// Spawns a partition's task: one record at a time when the subscriber has a single worker
 /// per partition under `Partition` ordering, otherwise within the subscriber's `pool`.

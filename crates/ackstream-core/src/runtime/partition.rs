@@ -129,12 +129,12 @@ where
     }
 }
 
-fn stopped(ctx: &PartitionContext, app: &Shutdown) -> bool {
+pub(super) fn stopped(ctx: &PartitionContext, app: &Shutdown) -> bool {
     ctx.stopping.load(std::sync::atomic::Ordering::Acquire) || app.is_triggered()
 }
 
 /// Waits until a retry is due; `false` if stopped meanwhile (the record stays unfinished).
-async fn wait_for(retry: &Retry, stop: &CancellationToken) -> bool {
+pub(super) async fn wait_for(retry: &Retry, stop: &CancellationToken) -> bool {
     let Some(at) = retry.not_before else {
         return true;
     };

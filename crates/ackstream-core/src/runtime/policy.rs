@@ -38,15 +38,21 @@ pub(super) async fn process<S: MessageService>(
         .catch_unwind()
         .await
         .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
+    settle(msg, outcome, config).await;
+}
+
+/// Settles `msg` as the policy says for `outcome` (of its handler, or of its batch's).
+#[inline]
+pub(super) async fn settle(msg: &KafkaMessage, outcome: Outcome, config: &SubscriberConfig) {
     // The common case, settled at once without the bookkeeping failures need.
     if let Outcome::Success = outcome {
         settle_success(msg, config.ack_policy);
         return;
     }
-    if let Some(dead_letter) = resolve(msg, outcome, config) {
+    if let Some(publish) = resolve(msg, outcome, config) {
         // A panic while publishing (a backend's) must not end the partition's task; the
         // abandoned publish nacks the record (see `settle::dead_letter_first`).
-        let _ = AssertUnwindSafe(dead_letter).catch_unwind().await;
+        let _ = AssertUnwindSafe(publish).catch_unwind().await;
     }
 }
 
@@ -228,7 +234,7 @@ fn resolve<'a>(
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

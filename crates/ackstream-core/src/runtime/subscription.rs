@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use super::batch::Batches;
 use crate::backend::Backend;
 use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
 use crate::event::Observer;
 use crate::handler::Handler;
+use crate::handler::batch::BatchHandler;
 use crate::handler::service::{HandlerService, Layers};
 use crate::state::StateMap;
 
@@ -73,11 +75,81 @@ impl<B: Backend, H: Handler<T>, T: 'static> Subscription<B> for HandlerSubscript
         let config = self.config.clone();
         if self.layers.is_empty() && ctx.layers.is_empty() {
             // No layers: the handler itself, unboxed (the per-record path stays direct).
-            return Box::pin(super::run_subscription(backend, config, service, ctx));
+            return Box::pin(super::run_subscription(
+                backend,
+                config,
+                service,
+                ctx,
+                super::spawn_partition,
+            ));
         }
         let mut layers = self.layers.clone();
         layers.extend(&ctx.layers);
         let service = layers.wrap(service);
-        Box::pin(super::run_subscription(backend, config, service, ctx))
+        Box::pin(super::run_subscription(
+            backend,
+            config,
+            service,
+            ctx,
+            super::spawn_partition,
+        ))
+    }
+}
+
+/// A registered batch subscriber.
+pub(crate) struct BatchSubscription<H, T> {
+    config: Arc<SubscriberConfig>,
+    handler: H,
+    max_records: usize,
+    max_wait: std::time::Duration,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<H, T> BatchSubscription<H, T> {
+    /// The subscription of batch `handler` under `config`.
+    pub(crate) fn new(
+        config: SubscriberConfig,
+        handler: H,
+        max_records: usize,
+        max_wait: std::time::Duration,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            handler,
+            max_records,
+            max_wait,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<B: Backend, H: BatchHandler<T>, T: 'static> Subscription<B> for BatchSubscription<H, T> {
+    fn topics(&self) -> &[String] {
+        &self.config.topics
+    }
+
+    fn check(&self, state: &StateMap) -> Result<(), ConfigError> {
+        H::check(state)
+    }
+
+    fn start(
+        &self,
+        backend: Arc<B>,
+        ctx: StartContext,
+    ) -> BoxFuture<'static, Result<(), BackendError>> {
+        let batches = Batches {
+            handler: self.handler.clone(),
+            state: ctx.state.clone(),
+            max_records: self.max_records,
+            max_wait: self.max_wait,
+            _marker: PhantomData,
+        };
+        Box::pin(super::run_subscription(
+            backend,
+            self.config.clone(),
+            batches,
+            ctx,
+            super::batch::spawn,
+        ))
     }
 }

@@ -2,6 +2,7 @@
 //! dead letters. Each file lists its scenarios next to their functions (the macro at its end,
 //! which the suite expands), and `every_scenario_is_listed` fails when one is missing.
 
+pub mod batches;
 pub mod dead_letters;
 pub mod delivery;
 pub mod groups;

@@ -1,5 +1,9 @@
 //! Subscribers: which topics, which group, which policy, which handler.
 
+mod batch;
+
+pub use batch::BatchSubscriberBuilder;
+
 use std::sync::Arc;
 
 use crate::AckPolicy;
