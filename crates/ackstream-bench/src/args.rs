@@ -12,6 +12,9 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
                        [--policy POLICY] [--concurrency K] [--ordering ORDERING]
                        [--fail-every F] [--handler-sleep-ms MS] [--partitions P]
                        [--quiet-timeout-s S] [--config key=value]...
+       ackstream-bench --bootstrap HOST:PORT --topic T [--count N] --pipeline raw|ackstream
+                       --output OUT [--concurrency K] [--ordering ORDERING]
+                       [--quiet-timeout-s S] [--config key=value]...
 POLICY: raw | ack_first | ack | nack_on_error | manual
 ORDERING: partition (default) | key | unordered
 --produce spreads records round-robin over the partitions; with --keyed the key chooses the
@@ -26,7 +29,11 @@ the handler of partition N's records await --slow-ms MS instead (0: none), and t
 the other partitions only: it ends when they are done and prints `others_msgs_per_s=`.
 --amplification nacks the first attempt of one record in F (default 10) and counts deliveries
 until every record succeeded once (POLICY default nack_on_error; not ack_first, which acks
-before the handler runs; with --memory, P partitions, default 4).";
+before the handler runs; with --memory, P partitions, default 4).
+--pipeline publishes each record's payload to OUT (created with T's partitions) and counts an
+input once its output is confirmed: raw, an rdkafka loop storing the offset after the confirmed
+prefix in the delivery callback; ackstream, publish_to(OUT) under nack_on_error (--concurrency
+and --ordering for it only). OUT must then hold at least as many records as T.";
 
 /// Parsed arguments.
 #[derive(Debug)]
@@ -73,6 +80,10 @@ pub(crate) struct Args {
     /// `--quiet-timeout-s`: a consuming run that makes no progress for this long ends with an
     /// error naming what it counted against what it expected.
     pub(crate) quiet_timeout: std::time::Duration,
+    /// `--pipeline`: `raw` or `ackstream`, publishing every record to `output`.
+    pub(crate) pipeline: Option<String>,
+    /// `--output`: the topic `--pipeline` publishes to.
+    pub(crate) output: String,
 }
 
 /// Default of `--quiet-timeout-s`: well past the few seconds tansu takes to let a consumer
@@ -109,6 +120,8 @@ impl Args {
             fail_every: 10,
             read_contents: false,
             quiet_timeout: DEFAULT_QUIET_TIMEOUT,
+            pipeline: None,
+            output: String::new(),
         };
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -171,6 +184,8 @@ impl Args {
                     }
                     args.quiet_timeout = std::time::Duration::from_secs(s);
                 }
+                "--pipeline" => args.pipeline = Some(value()?),
+                "--output" => args.output = value()?,
                 "--amplification" => args.amplification = true,
                 "--keyed" => args.keyed = true,
                 "--read-contents" => args.read_contents = true,
@@ -191,6 +206,30 @@ impl Args {
         }
         if args.count.is_none() && (args.produce || args.memory || args.amplification) {
             return Err("--count is required".into());
+        }
+        if let Some(variant) = &args.pipeline {
+            if !["raw", "ackstream"].contains(&variant.as_str()) {
+                return Err(format!(
+                    "unknown --pipeline variant {variant} (raw | ackstream)"
+                ));
+            }
+            if args.output.is_empty() {
+                return Err("--pipeline needs --output".into());
+            }
+            if variant == "raw" && args.concurrency.is_some() {
+                return Err("raw is a plain sequential loop: no --concurrency".into());
+            }
+            if args.produce || args.memory || args.amplification || policy.is_some() {
+                return Err(
+                    "--pipeline takes no --produce, --memory, --amplification or --policy".into(),
+                );
+            }
+            args.bootstrap = bootstrap.ok_or("--bootstrap is required")?;
+            args.topic = topic.ok_or("--topic is required")?;
+            if args.output == args.topic {
+                return Err("--output must be another topic than --topic".into());
+            }
+            return Ok(args);
         }
         if args.amplification {
             args.policy = policy.unwrap_or_else(|| "nack_on_error".into());
@@ -354,6 +393,33 @@ mod tests {
         assert!(parse(&format!("{KAFKA} --policy raw --concurrency 4")).is_err());
         assert!(parse(&format!("{KAFKA} --policy raw --handler-sleep-ms 1")).is_err());
         assert!(parse(&format!("{KAFKA} --policy ack --concurrency 4")).is_ok());
+    }
+
+    #[test]
+    fn a_pipeline_needs_a_known_variant_and_another_output_topic() {
+        let args = parse(&format!("{KAFKA} --pipeline raw --output out --count 4")).unwrap();
+        assert_eq!(args.pipeline.as_deref(), Some("raw"));
+        assert_eq!(args.output, "out");
+        assert_eq!(args.count, Some(4));
+        assert!(
+            parse(&format!(
+                "{KAFKA} --pipeline ackstream --output out --concurrency 8"
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            parse(&format!("{KAFKA} --pipeline raw")).unwrap_err(),
+            "--pipeline needs --output"
+        );
+        assert!(parse(&format!("{KAFKA} --pipeline fast --output out")).is_err());
+        assert!(parse(&format!("{KAFKA} --pipeline raw --output t")).is_err());
+        assert!(
+            parse(&format!(
+                "{KAFKA} --pipeline raw --output out --concurrency 2"
+            ))
+            .is_err()
+        );
+        assert!(parse(&format!("{KAFKA} --pipeline raw --output out --policy ack")).is_err());
     }
 
     #[test]

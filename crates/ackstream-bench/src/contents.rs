@@ -291,16 +291,17 @@ impl Reading {
     }
 }
 
-/// Reads every partition of `--topic` to its end in a child process (see the module docs):
-/// the bench itself with `--read-contents` and the same `--bootstrap`, `--topic`, `--config`
-/// and `--quiet-timeout-s`. What the child says on stderr (notes) is passed on. Blocks.
-pub(crate) fn read_in_child(args: &Args) -> Result<Contents, String> {
+/// Reads every partition of `topic` (`--topic`, or the output topic of `--pipeline`) to its
+/// end in a child process (see the module docs): the bench itself with `--read-contents` and
+/// the same `--bootstrap`, `--config` and `--quiet-timeout-s`. What the child says on stderr
+/// (notes) is passed on. Blocks.
+pub(crate) fn read_in_child(args: &Args, topic: &str) -> Result<Contents, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the bench's binary: {e}"))?;
     let mut command = std::process::Command::new(exe);
     command
         .arg("--read-contents")
-        .args(["--bootstrap", &args.bootstrap, "--topic", &args.topic])
+        .args(["--bootstrap", &args.bootstrap, "--topic", topic])
         .args([
             "--quiet-timeout-s",
             &args.quiet_timeout.as_secs().to_string(),
@@ -310,7 +311,7 @@ pub(crate) fn read_in_child(args: &Args) -> Result<Contents, String> {
     }
     let output = command
         .output()
-        .map_err(|e| format!("cannot start the read of {}: {e}", args.topic))?;
+        .map_err(|e| format!("cannot start the read of {topic}: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         let why = stderr.trim();
@@ -321,7 +322,7 @@ pub(crate) fn read_in_child(args: &Args) -> Result<Contents, String> {
     let line = stdout
         .lines()
         .find(|l| l.starts_with(LINE_PREFIX))
-        .ok_or_else(|| format!("the read of {} printed no contents: {stdout:?}", args.topic))?;
+        .ok_or_else(|| format!("the read of {topic} printed no contents: {stdout:?}"))?;
     Contents::from_line(line)
 }
 

@@ -9,7 +9,11 @@
 //! ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
 //! ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
 //!                 [--policy POLICY] [--concurrency K] [--ordering ORDERING] [--fail-every F]
+//! ackstream-bench --bootstrap HOST:PORT --topic T [--count N] --pipeline raw|ackstream
+//!                 --output OUT [--concurrency K] [--ordering ORDERING] [--config key=value]...
 //! ```
+//! `--pipeline raw|ackstream --output OUT` publishes each record's payload to OUT and counts an
+//! input only once its output is confirmed (see `pipeline.rs`).
 //! `--amplification` counts deliveries per record when the first attempt of one record in F is
 //! nacked (see `amplification.rs`).
 //! `--concurrency K` is the subscriber's `max_workers(K)`; `--handler-sleep-ms` makes the handler
@@ -42,6 +46,7 @@ mod contents;
 mod count;
 mod framework;
 mod memory;
+mod pipeline;
 mod produce;
 mod raw;
 mod timer;
@@ -183,7 +188,7 @@ pub(crate) fn report(
 /// checks it against `--count` and prints what it holds.
 pub(crate) fn read_contents(args: &args::Args) -> Result<contents::Contents, String> {
     let start = std::time::Instant::now();
-    let contents = tokio::task::block_in_place(|| contents::read_in_child(args))?;
+    let contents = tokio::task::block_in_place(|| contents::read_in_child(args, &args.topic))?;
     contents.check_count(args.count)?;
     println!(
         "topic={} partitions={} {} read_s={:.3}",
@@ -224,6 +229,8 @@ async fn run() {
         contents::run_child(&args)
     } else if args.memory {
         memory::run(&args).await
+    } else if args.pipeline.is_some() {
+        pipeline::run(&args).await
     } else if args.produce {
         produce::run(&args).await
     } else if args.policy == "raw" {
