@@ -1,10 +1,13 @@
 //! Command line of `ackstream-chaos` (one flat set of flags; each command reads its own).
 
 pub(crate) const USAGE: &str = "\
-usage: ackstream-chaos produce --bootstrap B --topic T --count N [--partitions P]
-       ackstream-chaos consume --bootstrap B --topic T --group G --log FILE [--work-ms MS] [--fail-every K]
+usage: ackstream-chaos produce --bootstrap B --topic T --count N [--partitions P] [--output OUT]
+       ackstream-chaos consume --bootstrap B --topic T --group G (--log FILE | --output OUT)
+                               [--work-ms MS] [--fail-every K]
+       ackstream-chaos collect --bootstrap B --topic OUT --log FILE
        ackstream-chaos proxy --listen ADDR --upstream ADDR [--outage-ms MS]
-       ackstream-chaos check --count N [--scenario NAME] [--seen] FILE...";
+       ackstream-chaos check --count N [--scenario NAME] [--seen] FILE...
+       ackstream-chaos check --count N [--scenario NAME] --bootstrap B --topic OUT";
 
 /// Parsed flags.
 #[derive(Debug, Default)]
@@ -13,6 +16,9 @@ pub(crate) struct Args {
     pub(crate) topic: String,
     pub(crate) group: String,
     pub(crate) log: String,
+    /// `--output`: the topic `consume` publishes each id to (instead of logging it), which
+    /// `produce` creates too.
+    pub(crate) output: String,
     pub(crate) count: u64,
     pub(crate) partitions: i32,
     pub(crate) work_ms: u64,
@@ -44,6 +50,7 @@ impl Args {
                 "--topic" => a.topic = value()?,
                 "--group" => a.group = value()?,
                 "--log" => a.log = value()?,
+                "--output" => a.output = value()?,
                 "--listen" => a.listen = value()?,
                 "--upstream" => a.upstream = value()?,
                 "--scenario" => a.scenario = value()?,

@@ -1,4 +1,5 @@
-//! `check`: reads the processed-id logs and counts what was lost and what was repeated.
+//! `check`: reads the processed-id logs (or, with `--topic`, the output topic the `pipeline`
+//! scenario's consumers published to) and counts what was lost and what was repeated.
 
 use crate::args::Args;
 
@@ -26,12 +27,16 @@ fn tally<'a>(count: u64, logs: impl Iterator<Item = &'a str>) -> Result<Vec<u32>
 }
 
 pub(crate) fn run(a: &Args) -> Result<(), String> {
-    // A log not created yet (its consumer has not started) holds nothing.
-    let texts: Vec<String> = a
-        .files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-        .collect();
+    let texts: Vec<String> = if a.topic.is_empty() {
+        // A log not created yet (its consumer has not started) holds nothing.
+        a.files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    } else {
+        let bootstrap = Args::required(&a.bootstrap, "--bootstrap")?;
+        vec![crate::collect::read_to_end(bootstrap, &a.topic)?]
+    };
     let seen = tally(a.count, texts.iter().map(String::as_str))?;
     let distinct = seen.iter().filter(|&&n| n > 0).count() as u64;
     if a.seen {

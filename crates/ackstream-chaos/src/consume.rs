@@ -1,5 +1,7 @@
 //! `consume`: the consumer under test. It logs each processed id before the record is settled,
-//! so the log is a lower bound of what was processed whatever moment the process dies at.
+//! so the log is a lower bound of what was processed whatever moment the process dies at. With
+//! `--output OUT` it logs nothing and returns the id instead, published to OUT (`publish_to`):
+//! the input is acked only once the broker confirmed its output, so OUT is that lower bound.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -37,13 +39,6 @@ pub(crate) async fn run(a: &Args) -> Result<(), String> {
     let bootstrap = Args::required(&a.bootstrap, "--bootstrap")?;
     let topic = Args::required(&a.topic, "--topic")?;
     let group = Args::required(&a.group, "--group")?;
-    let path = Args::required(&a.log, "--log")?;
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("{path}: {e}"))?;
-    let log = Arc::new(ProcessedLog(file));
     let (work, fail_every) = (Duration::from_millis(a.work_ms), a.fail_every);
 
     // tansu joins a group in about half the session timeout; a killed member is noticed after it.
@@ -64,14 +59,37 @@ pub(crate) async fn run(a: &Args) -> Result<(), String> {
             .ok_or_else(|| format!("CHAOS_RDKAFKA_CONFIG: {kv:?} is not key=value"))?;
         broker = broker.config(k, v);
     }
-    broker
+    let subscriber = broker
         .subscriber(topic)
         .group_id(group)
         .auto_offset_reset(OffsetReset::Earliest)
         .ack_policy(AckPolicy::NackOnError)
         .max_workers(WORKERS)
-        .ordering(KeepOrder::Key)
-        .handle(move |Json(r): Json<ChaosRecord>, Attempt(attempt)| {
+        .ordering(KeepOrder::Key);
+    if !a.output.is_empty() {
+        subscriber.publish_to(&a.output).handle(
+            move |Json(r): Json<ChaosRecord>, Key(key), Attempt(attempt)| async move {
+                tokio::time::sleep(work).await; // stands in for the handler's I/O
+                if r.id % fail_every == 0 && attempt == 1 {
+                    return Err(HandlerError::from("injected failure on a first attempt"));
+                }
+                // Published (under the input's key) before the input is acked.
+                let output = Response::new(Json(ChaosRecord { id: r.id }));
+                Ok(match key {
+                    Some(key) => output.key(key),
+                    None => output,
+                })
+            },
+        );
+    } else {
+        let path = Args::required(&a.log, "--log")?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let log = Arc::new(ProcessedLog(file));
+        subscriber.handle(move |Json(r): Json<ChaosRecord>, Attempt(attempt)| {
             let log = log.clone();
             async move {
                 tokio::time::sleep(work).await; // stands in for the handler's I/O
@@ -83,6 +101,7 @@ pub(crate) async fn run(a: &Args) -> Result<(), String> {
                 Ok(())
             }
         });
+    }
     App::new(broker)
         .drain_timeout(Duration::from_secs(10))
         .run()

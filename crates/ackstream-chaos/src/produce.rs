@@ -1,4 +1,5 @@
-//! `produce`: create the topic and write ids 0..N, keyed, each confirmed by the broker.
+//! `produce`: create the topic and write ids 0..N, keyed, each confirmed by the broker; with
+//! `--output OUT`, create OUT too (empty, as many partitions), for `consume --output`.
 
 use std::time::Duration;
 
@@ -35,10 +36,17 @@ impl ProducerContext for Failures {
 pub(crate) async fn run(a: &Args) -> Result<(), String> {
     let bootstrap = Args::required(&a.bootstrap, "--bootstrap")?;
     let topic = Args::required(&a.topic, "--topic")?;
-    KafkaBroker::new(bootstrap)
+    let admin = KafkaBroker::new(bootstrap);
+    admin
         .create_topic(topic, a.partitions)
         .await
         .map_err(|e| e.to_string())?;
+    if !a.output.is_empty() {
+        admin
+            .create_topic(&a.output, a.partitions)
+            .await
+            .map_err(|e| format!("{}: {e}", a.output))?;
+    }
     let producer: ThreadedProducer<Failures> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
