@@ -9,7 +9,7 @@ use crate::backend::Backend;
 use crate::error::BackendError;
 use crate::record::{Header, OutgoingRecord, RecordPosition};
 
-/// Publishes to one topic with defaults (key, headers, partition); made by
+/// Publishes to one topic with defaults (key, headers, partition, timestamp); made by
 /// [`Broker::publisher`](crate::Broker::publisher). Cheap to clone: give one to handlers as
 /// state (`broker.with_state(publisher)`, then a `State<Publisher<_>>` argument).
 ///
@@ -85,6 +85,14 @@ impl<B: Backend> Publisher<B> {
     #[must_use]
     pub fn partition(mut self, partition: i32) -> Self {
         self.defaults.partition = Some(partition);
+        self
+    }
+
+    /// The timestamp of every record, in milliseconds since the Unix epoch (by default, the
+    /// time it is produced).
+    #[must_use]
+    pub fn timestamp(mut self, millis: i64) -> Self {
+        self.defaults.timestamp = Some(millis);
         self
     }
 

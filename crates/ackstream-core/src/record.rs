@@ -172,6 +172,8 @@ pub struct OutgoingRecord {
     pub headers: Headers,
     /// Explicit partition, overriding the key's choice.
     pub partition: Option<i32>,
+    /// Creation time in milliseconds since the Unix epoch (`None`: when it is produced).
+    pub timestamp: Option<i64>,
     /// Value.
     pub payload: Bytes,
 }
@@ -184,6 +186,7 @@ impl OutgoingRecord {
             key: None,
             headers: Headers::new(),
             partition: None,
+            timestamp: None,
             payload: payload.into(),
         }
     }

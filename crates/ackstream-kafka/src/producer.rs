@@ -42,6 +42,9 @@ pub(crate) async fn publish(
     if let Some(p) = record.partition {
         future = future.partition(p);
     }
+    if let Some(t) = record.timestamp {
+        future = future.timestamp(t);
+    }
     match producer.send(future, SEND_TIMEOUT).await {
         Ok(delivery) => Ok(RecordPosition {
             partition: delivery.partition,

@@ -172,3 +172,32 @@ async fn a_publish_to_a_partition_the_topic_lacks_names_it_and_is_not_retriable(
     assert_eq!(err.kind(), ackstream::BackendErrorKind::Invalid, "{text}");
     assert!(!err.is_retriable());
 }
+
+/// A publisher's default timestamp is the one the consumer reads back.
+#[tokio::test]
+async fn a_publishers_timestamp_is_the_records_timestamp() {
+    use ackstream::prelude::*;
+    let fx = MockFixture::new();
+    let topic = ackstream_suite::unique("timestamped");
+    fx.create_topic(&topic, 1).await;
+    let broker = fx.connect();
+    broker
+        .publisher(&topic)
+        .timestamp(1_700_000_000_123)
+        .publish("x")
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    fx.subscriber(&broker, &topic)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .handle(move |msg: KafkaMessage| {
+            let _ = tx.send(msg.timestamp());
+            async {}
+        });
+    let app = App::new(broker.clone()).spawn();
+    let read = tokio::time::timeout(ackstream_suite::EVENT_TIMEOUT, rx.recv())
+        .await
+        .expect("the record read back");
+    app.shutdown().await.unwrap();
+    assert_eq!(read, Some(Some(1_700_000_000_123)));
+}

@@ -14,7 +14,8 @@ async fn a_publisher_puts_its_defaults_on_every_record() {
         .publisher("audit")
         .key("service-a")
         .header("source", "billing")
-        .partition(2);
+        .partition(2)
+        .timestamp(1_700_000_000_123);
     let first = audit.publish("one").await.unwrap().expect("confirmed");
     let second = audit
         .clone()
@@ -29,6 +30,7 @@ async fn a_publisher_puts_its_defaults_on_every_record() {
     for r in &records {
         assert_eq!(r.key.as_deref(), Some(&b"service-a"[..]));
         assert_eq!(r.headers.get("source"), Some(&b"billing"[..]));
+        assert_eq!(r.timestamp, Some(1_700_000_000_123));
     }
 }
 

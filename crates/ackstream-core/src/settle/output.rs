@@ -67,6 +67,7 @@ impl Outputs {
                 key: output.key.clone(),
                 headers: headers.clone(),
                 partition: output.partition,
+                timestamp: None,
                 payload: output.payload.clone(),
             })
             .collect()

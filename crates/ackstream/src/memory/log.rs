@@ -54,9 +54,11 @@ impl PartitionLog {
     }
 
     fn append(&self, record: &OutgoingRecord) -> i64 {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let timestamp = record.timestamp.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
         let mut records = lock(&self.records);
         records.push(Stored {
             key: record.key.clone(),
