@@ -2,10 +2,11 @@
 //! Each scenario is named after the behaviour it shows; the macro at the end lists them for
 //! the suite.
 
-use crate::{Fixture, Recorder, unique};
-use ackstream::Disposition;
+use crate::{EVENT_TIMEOUT, Fixture, Recorder, unique};
 use ackstream::extract::Offset;
 use ackstream::prelude::*;
+use ackstream::testing::{Calls, Returned};
+use ackstream::{Backoff, Disposition};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
@@ -255,6 +256,137 @@ pub async fn manual_unsettled_record_holds_back_the_commit<F: Fixture>(fx: &F) {
     assert_eq!(fx.committed(&group, &topic, 0).await, Some(3));
 }
 
+/// The test-broker assertions on a real delivery: a subscriber's [`Calls`] show each record it
+/// received (payload, key, headers, position, attempt), what the handler returned and how the
+/// delivery was settled, here a record that fails once and is redelivered.
+pub async fn a_subscribers_calls_show_each_record_and_its_settle<F: Fixture>(fx: &F) {
+    let broker = fx.connect();
+    let (topic, group) = (unique("calls"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    broker
+        .publish(&topic, "a")
+        .partition(0)
+        .key("k-a")
+        .header("trace", "t-a")
+        .await
+        .expect("publish");
+    broker
+        .publish(&topic, "b")
+        .partition(0)
+        .await
+        .expect("publish");
+    let calls = Calls::attach(&broker);
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .retry_backoff(Backoff::none())
+        .layer(calls.layer())
+        // `Headers` makes the Kafka backend decode them, for the handler and the layer.
+        .handle(
+            |body: String, _: Headers, Attempt(attempt): Attempt| async move {
+                if body == "b" && attempt == 1 {
+                    return Err(HandlerError::from("b fails once"));
+                }
+                Ok(())
+            },
+        );
+    let app = App::new(broker.clone()).spawn();
+    let seen = calls.wait_settled(3, EVENT_TIMEOUT).await;
+    app.shutdown().await.unwrap();
+
+    let summary: Vec<(i64, u32, &str, Returned, Option<Disposition>)> = seen
+        .iter()
+        .map(|c| {
+            let text = c.text().expect("UTF-8");
+            (c.offset, c.attempt, text, c.returned.clone(), c.settle)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, 1, "a", Returned::Success, Some(Disposition::Ack)),
+            (
+                1,
+                1,
+                "b",
+                Returned::Failed("b fails once".into()),
+                Some(Disposition::Nack { delay: None })
+            ),
+            (1, 2, "b", Returned::Success, Some(Disposition::Ack)),
+        ],
+        "{}: each call and its settle",
+        fx.name()
+    );
+    let first = &seen[0];
+    assert_eq!((first.topic.as_str(), first.partition), (topic.as_str(), 0));
+    assert_eq!(first.key.as_deref(), Some(&b"k-a"[..]));
+    assert_eq!(first.headers.get_str("trace"), Some("t-a"));
+    assert_eq!(seen[1].key, None);
+    calls.assert_any_call("a");
+    calls.assert_called_with("b");
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(2));
+}
+
+/// A payload that does not decode shows in the calls as rejected at decode, once per attempt
+/// (the handler never ran), nacked until `max_decode_attempts` runs out and then rejected; the
+/// record after it is called once and committed past both.
+pub async fn an_undecodable_record_shows_as_rejected_calls_until_attempts_run_out<F: Fixture>(
+    fx: &F,
+) {
+    let broker = fx.connect();
+    let (topic, group) = (unique("calls-decode"), unique("group"));
+    fx.create_topic(&topic, 1).await;
+    broker
+        .publish(&topic, &b"\xff\xfe"[..])
+        .partition(0)
+        .await
+        .expect("publish");
+    broker
+        .publish(&topic, "fine")
+        .partition(0)
+        .await
+        .expect("publish");
+    let calls = Calls::attach(&broker);
+    fx.subscriber(&broker, &topic)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .max_decode_attempts(2)
+        .retry_backoff(Backoff::none())
+        .layer(calls.layer())
+        .handle(|_: String| async {});
+    let app = App::new(broker.clone()).spawn();
+    let seen = calls.wait_settled(3, EVENT_TIMEOUT).await;
+    app.shutdown().await.unwrap();
+
+    for (call, attempt, settled) in [
+        (&seen[0], 1, Disposition::Nack { delay: None }),
+        (&seen[1], 2, Disposition::Reject),
+    ] {
+        assert_eq!((call.offset, call.attempt), (0, attempt), "{}", fx.name());
+        assert_eq!(call.payload, &b"\xff\xfe"[..]);
+        assert!(
+            matches!(&call.returned, Returned::Rejected(reason) if reason.contains("cannot decode")),
+            "{}: {call}",
+            fx.name()
+        );
+        assert_eq!(call.settle, Some(settled), "{}: {call}", fx.name());
+    }
+    assert_eq!(
+        (seen[2].offset, seen[2].attempt, &seen[2].returned),
+        (1, 1, &Returned::Success)
+    );
+    calls.assert_called_with("fine");
+    assert_eq!(
+        calls.call_count(),
+        3,
+        "{}: nothing else was called",
+        fx.name()
+    );
+    assert_eq!(fx.committed(&group, &topic, 0).await, Some(2));
+}
+
 /// The scenarios of this file, for `behaviour_suite!`: one test each per broker. A scenario
 /// missing here would never run; `every_scenario_is_listed` fails if one is.
 #[doc(hidden)]
@@ -267,6 +399,8 @@ macro_rules! __scenarios_delivery {
             a_backlog_beyond_the_buffer_bound_is_handled_once_in_order,
             nack_on_error_commits_after_success_and_redelivers_after_error,
             manual_unsettled_record_holds_back_the_commit,
+            a_subscribers_calls_show_each_record_and_its_settle,
+            an_undecodable_record_shows_as_rejected_calls_until_attempts_run_out,
         );
     };
 }
