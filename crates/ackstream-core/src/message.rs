@@ -1,6 +1,7 @@
 //! The message handle a handler receives: the record plus the means to settle it.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -283,13 +284,21 @@ pub(crate) struct Claimed<'a>(&'a KafkaMessage);
 
 impl Claimed<'_> {
     /// Publishes `outputs`, then acks; `failed` instead if a publish fails or is abandoned.
-    pub(crate) async fn publish_first(
+    /// The future owns what it needs (a clone of the message), so it can outlive the caller:
+    /// the runtime publishes outputs in the background, counted by the partition.
+    pub(crate) fn publish_first(
         self,
         outputs: Vec<OutgoingRecord>,
         failed: Disposition,
-    ) -> SettleStatus {
-        let d = &self.0.0;
-        settle::publish_first(&d.partition, &d.record, d.id, outputs, failed).await
+    ) -> impl Future<Output = SettleStatus> + Send + 'static {
+        let msg = self.0.clone();
+        let pending = msg.0.partition.output_started();
+        async move {
+            let d = &msg.0;
+            let status = settle::publish_first(&d.partition, &d.record, d.id, outputs, failed).await;
+            drop(pending);
+            status
+        }
     }
 }
 

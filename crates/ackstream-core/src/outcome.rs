@@ -10,8 +10,9 @@ use crate::interrupt::Disposition;
 pub enum Outcome {
     /// The handler returned successfully.
     Success,
-    /// The handler returned a value to publish (see [`response`](crate::response)).
-    Output(crate::response::Output),
+    /// The handler returned a value to publish (see [`response`](crate::response)). Boxed, so
+    /// the outcome every record's future carries stays small.
+    Output(Box<crate::response::Output>),
     /// The handler asked for a settle with an interrupt (`Err(NackMessage.into())`, …).
     Interrupted(Disposition),
     /// The handler returned an error.

@@ -148,12 +148,12 @@ impl<T: IntoPayload> IntoOutcome for Response<T> {
 
     fn into_outcome(self) -> Outcome {
         match self.body.into_payload() {
-            Ok(payload) => Outcome::Output(Output {
+            Ok(payload) => Outcome::Output(Box::new(Output {
                 payload,
                 key: self.key,
                 headers: self.headers,
                 partition: self.partition,
-            }),
+            })),
             Err(e) => Outcome::Failed(e),
         }
     }
@@ -161,7 +161,7 @@ impl<T: IntoPayload> IntoOutcome for Response<T> {
 
 fn payload_outcome(value: impl IntoPayload) -> Outcome {
     match value.into_payload() {
-        Ok(payload) => Outcome::Output(Output::new(payload)),
+        Ok(payload) => Outcome::Output(Box::new(Output::new(payload))),
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -225,7 +225,7 @@ mod tests {
 
     fn output(outcome: Outcome) -> Output {
         match outcome {
-            Outcome::Output(o) => o,
+            Outcome::Output(o) => *o,
             other => panic!("not an output: {other:?}"),
         }
     }

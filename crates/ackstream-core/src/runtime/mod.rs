@@ -239,6 +239,18 @@ async fn stop_workers(workers: Vec<Worker>, drain_timeout: Duration) {
             w.task.abort();
             let _ = w.task.await;
         }
+        // Outputs still being published: their inputs are acked once confirmed.
+        if tokio::time::timeout_at(deadline, w.ctx.outputs_drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                topic = %w.ctx.tp.topic,
+                partition = w.ctx.tp.partition,
+                ?drain_timeout,
+                "outputs still unconfirmed at the drain deadline: their inputs are not committed"
+            );
+        }
         w.ctx.revoke();
     }
 }

@@ -11,7 +11,7 @@
 //! waiting to be taken ([`Delivery::RetryFirst`]), so a record never overtakes the nack of an
 //! earlier one, whichever task or thread the nack came from.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -76,6 +76,22 @@ pub(crate) struct PartitionContext {
     /// This partition's slot in `offsets`, taken once so stores need no lookup.
     offset: Arc<dyn PartitionOffset>,
     pub(crate) config: Arc<SettleConfig>,
+    /// Outputs of this partition's deliveries still being published (see
+    /// [`PendingOutput`]); a revoke waits for them, within the drain deadline.
+    pending_outputs: AtomicUsize,
+    outputs_done: Notify,
+}
+
+/// One output publish of a partition in flight: counted while it lives (dropped when the
+/// publish ends or is abandoned).
+pub(crate) struct PendingOutput(Arc<PartitionContext>);
+
+impl Drop for PendingOutput {
+    fn drop(&mut self) {
+        if self.0.pending_outputs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.outputs_done.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn OffsetStore {
@@ -109,6 +125,27 @@ impl PartitionContext {
             offset,
             offsets,
             config,
+            pending_outputs: AtomicUsize::new(0),
+            outputs_done: Notify::new(),
+        }
+    }
+
+    /// Counts an output publish in flight until the returned guard is dropped.
+    pub(crate) fn output_started(self: &Arc<Self>) -> PendingOutput {
+        self.pending_outputs.fetch_add(1, Ordering::AcqRel);
+        PendingOutput(self.clone())
+    }
+
+    /// Waits until no output publish of this partition is in flight.
+    pub(crate) async fn outputs_drained(&self) {
+        loop {
+            let done = self.outputs_done.notified();
+            let mut done = std::pin::pin!(done);
+            done.as_mut().enable();
+            if self.pending_outputs.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            done.await;
         }
     }
 

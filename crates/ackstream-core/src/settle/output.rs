@@ -16,6 +16,11 @@ pub(crate) type PublishFn = dyn Fn(OutgoingRecord) -> BoxFuture<'static, Result<
     + Send
     + Sync;
 
+/// How many inputs of one subscriber may have their outputs in flight at once (over all its
+/// partitions): a partition whose next output would pass this waits, so memory stays bounded
+/// while outputs are published back to back, as a producer needs for its speed.
+pub(crate) const OUTPUTS_IN_FLIGHT: usize = 8192;
+
 /// A subscriber's output topics and the means to publish to them.
 #[derive(Clone)]
 pub(crate) struct Outputs {
@@ -23,6 +28,8 @@ pub(crate) struct Outputs {
     /// Whether an input's `reply_to` gets the output too.
     replies: bool,
     publish: Arc<PublishFn>,
+    /// Permits for inputs whose outputs are in flight ([`OUTPUTS_IN_FLIGHT`]).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -40,6 +47,7 @@ impl Outputs {
             topics: topics.into(),
             replies,
             publish,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(OUTPUTS_IN_FLIGHT)),
         }
     }
 
