@@ -160,19 +160,30 @@ async fn process<H: BatchHandler<T>, T>(
     let mut items = Vec::with_capacity(batch.len());
     let mut messages = Vec::with_capacity(batch.len());
     for msg in batch {
-        match H::Item::from_message(&msg, &batches.state) {
-            Ok(item) => {
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            H::Item::from_message(&msg, &batches.state)
+        }));
+        match decoded {
+            Ok(Ok(item)) => {
                 items.push(item);
                 messages.push(msg);
             }
             // Settled alone, as the policy settles a record that does not decode.
-            Err(rejection) => policy::settle(&msg, Outcome::Rejected(rejection), config).await,
+            Ok(Err(rejection)) => {
+                policy::settle(&msg, Outcome::Rejected(rejection), config).await;
+            }
+            // A decoder that panics fails its record alone, as it would a single record's.
+            Err(p) => {
+                let outcome = Outcome::Panicked(policy::panic_message(&*p));
+                policy::settle(&msg, outcome, config).await;
+            }
         }
     }
     if messages.is_empty() {
         return;
     }
-    let call = batches.handler.call(items, messages.clone());
+    // Called inside the guard: a handler may panic before its future is made, too.
+    let call = async { batches.handler.call(items, messages.clone()).await };
     let outcome = AssertUnwindSafe(call)
         .catch_unwind()
         .await
