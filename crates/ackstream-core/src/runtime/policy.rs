@@ -2,8 +2,8 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::task::{Context, Waker};
 use std::panic::AssertUnwindSafe;
+use std::task::{Context, Waker};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -13,8 +13,8 @@ use crate::config::SubscriberConfig;
 use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::interrupt::Disposition;
-use crate::message::{KafkaMessage, Settling};
 use crate::interrupt::SettleStatus;
+use crate::message::{KafkaMessage, Settling};
 use crate::outcome::Outcome;
 use crate::response::Output;
 
@@ -45,6 +45,9 @@ pub(super) async fn process<S: MessageService>(
     // record (callgrind, `scripts/bench-cost`).
     if let Outcome::Success = outcome {
         settle_success(msg, config.ack_policy);
+        // Nothing to drop in a success; forgetting it skips the call to the enum's drop glue
+        // (27 instructions per record).
+        std::mem::forget(outcome);
         return;
     }
     if let Some(publish) = resolve(msg, outcome, config) {
