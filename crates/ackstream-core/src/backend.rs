@@ -39,7 +39,27 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         record: OutgoingRecord,
     ) -> impl Future<Output = Result<RecordPosition, BackendError>> + Send;
+
+    /// Hands one record to the producer and returns once it is handed over (in call order:
+    /// records handed over one after the other are sent in that order); `done` is called with
+    /// the broker's answer, from whatever thread has it, or dropped uncalled if the answer can
+    /// never come. What a handler's return values are published with, many in flight at once.
+    ///
+    /// By default a task awaits [`publish`](Self::publish); a backend with a delivery callback
+    /// (Kafka) calls `done` from there, without a task or a timer per record.
+    fn publish_then(
+        self: Arc<Self>,
+        record: OutgoingRecord,
+        done: DeliveryCallback,
+    ) -> impl Future<Output = ()> + Send {
+        tokio::spawn(async move { done(self.publish(record).await) });
+        std::future::ready(())
+    }
 }
+
+/// What [`Backend::publish_then`] calls with the broker's answer.
+pub type DeliveryCallback =
+    Box<dyn FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static>;
 
 /// One subscriber's connection: assignment events and the offset store.
 pub trait Consumer: Send + 'static {

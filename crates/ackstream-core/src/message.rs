@@ -1,7 +1,6 @@
 //! The message handle a handler receives: the record plus the means to settle it.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -239,6 +238,17 @@ impl KafkaMessage {
         }
     }
 
+    /// Applies `disposition` to a delivery whose settle was [`claim`](Self::claim)ed.
+    pub(crate) fn apply_claimed(&self, disposition: Disposition) -> SettleStatus {
+        let d = &self.0;
+        d.partition.apply(&d.record, d.id, disposition)
+    }
+
+    /// The partition's shared state, to keep it alive past this call.
+    pub(crate) fn context_arc(&self) -> &Arc<PartitionContext> {
+        &self.0.partition
+    }
+
     /// Claims this delivery's settle for the framework, unless it was settled already.
     pub(crate) fn claim(&self) -> Option<Claimed<'_>> {
         (!self.0.settled.swap(true, Ordering::AcqRel)).then_some(Claimed(self))
@@ -282,23 +292,10 @@ impl DeadLetter<'_> {
 #[must_use = "a claimed settle must be applied, or the record holds its partition back"]
 pub(crate) struct Claimed<'a>(&'a KafkaMessage);
 
-impl Claimed<'_> {
-    /// Publishes `outputs`, then acks; `failed` instead if a publish fails or is abandoned.
-    /// The future owns what it needs (a clone of the message), so it can outlive the caller:
-    /// the runtime publishes outputs in the background, counted by the partition.
-    pub(crate) fn publish_first(
-        self,
-        outputs: Vec<OutgoingRecord>,
-        failed: Disposition,
-    ) -> impl Future<Output = SettleStatus> + Send + 'static {
-        let msg = self.0.clone();
-        let pending = msg.0.partition.output_started();
-        async move {
-            let d = &msg.0;
-            let status = settle::publish_first(&d.partition, &d.record, d.id, outputs, failed).await;
-            drop(pending);
-            status
-        }
+impl<'a> Claimed<'a> {
+    /// The claimed delivery's message.
+    pub(crate) fn message(&self) -> &'a KafkaMessage {
+        self.0
     }
 }
 

@@ -3,11 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ackstream_core::backend::DeliveryCallback;
 use ackstream_core::{
     Admin, BackendError, Broker, BrokerCore, ConfigError, OutgoingRecord, RecordPosition,
     SubscriberConfig,
 };
-use rdkafka::producer::FutureProducer;
 use tokio::sync::OnceCell;
 
 use crate::driver::KafkaConsumer;
@@ -16,7 +16,7 @@ use crate::settings::Settings;
 /// The Kafka backend: makes consumers (one per subscriber) and a shared producer.
 pub struct KafkaBackend {
     pub(crate) settings: Mutex<Settings>,
-    producer: OnceCell<FutureProducer>,
+    producer: OnceCell<crate::producer::Producer>,
 }
 
 impl std::fmt::Debug for KafkaBackend {
@@ -35,7 +35,7 @@ impl KafkaBackend {
             .clone()
     }
 
-    pub(crate) async fn producer(&self) -> Result<&FutureProducer, BackendError> {
+    pub(crate) async fn producer(&self) -> Result<&crate::producer::Producer, BackendError> {
         self.producer
             .get_or_try_init(|| async { crate::producer::create(&self.settings()) })
             .await
@@ -85,6 +85,15 @@ impl ackstream_core::backend::Backend for KafkaBackend {
 
     async fn publish(&self, record: OutgoingRecord) -> Result<RecordPosition, BackendError> {
         crate::producer::publish(self.producer().await?, record).await
+    }
+
+    /// Hands the record to librdkafka; its delivery report calls `done` on the producer's
+    /// polling thread.
+    async fn publish_then(self: Arc<Self>, record: OutgoingRecord, done: DeliveryCallback) {
+        match self.producer().await {
+            Ok(producer) => crate::producer::enqueue(producer, record, done).await,
+            Err(e) => done(Err(e)),
+        }
     }
 }
 

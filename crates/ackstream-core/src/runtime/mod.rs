@@ -34,7 +34,7 @@ use crate::error::BackendError;
 use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
-use crate::settle::output::{Outputs, PublishFn};
+use crate::settle::output::{EnqueueFn, Outputs, PublishFn};
 use crate::settle::{PartitionContext, SettleConfig};
 use subscription::StartContext;
 use task::PartitionTask;
@@ -68,8 +68,12 @@ where
     };
     let dead_letters =
         (config.dead_letter_topic.as_deref()).map(|topic| DeadLetters::new(topic, publish.clone()));
+    let enqueue: Arc<EnqueueFn> = {
+        let backend = backend.clone();
+        Arc::new(move |record, done| Box::pin(backend.clone().publish_then(record, done)))
+    };
     let outputs = (!config.publish_to.is_empty() || config.replies)
-        .then(|| Outputs::new(&config.publish_to, config.replies, publish));
+        .then(|| Outputs::new(&config.publish_to, config.replies, publish, enqueue));
     let settle = Arc::new(SettleConfig {
         max_attempts: config.max_attempts,
         observer: ctx.observer.clone(),

@@ -1,9 +1,7 @@
 //! Applying the ack policy around one handler call.
 
 use std::any::Any;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::task::{Context, Waker};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -13,8 +11,8 @@ use crate::config::SubscriberConfig;
 use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::interrupt::Disposition;
-use crate::interrupt::SettleStatus;
-use crate::message::{KafkaMessage, Settling};
+use crate::message::{Claimed, KafkaMessage, Settling};
+use crate::record::OutgoingRecord;
 use crate::outcome::Outcome;
 use crate::response::Output;
 
@@ -104,10 +102,7 @@ fn publish_output<'a>(
         AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError
     ) && let Some(claimed) = msg.claim()
     {
-        return Some(Box::pin(publish_in_background(
-            claimed.publish_first(outputs, failed),
-            msg,
-        )));
+        return Some(Box::pin(publish_in_background(claimed, outputs, failed)));
     }
     Some(Box::pin(async move {
         let published = msg.publish_only(outputs).await;
@@ -137,33 +132,28 @@ fn publish_output<'a>(
     }))
 }
 
-/// Starts a claimed input's publish-then-ack and lets it finish in the background, so the
-/// partition goes on with its next record while the broker confirms (outputs are then sent
-/// back to back, as a producer is fast at; the commit rule needs no wait: the input is
-/// unfinished until its ack). The publish is started here, in the partition's order, so the
-/// outputs of a partition (and of a key) are handed to the producer in input order. Waits for a
-/// permit first while the subscriber has
+/// Hands a claimed input's outputs to the backend and lets them be confirmed in the
+/// background, so the partition goes on with its next record meanwhile (outputs are then sent
+/// back to back, as a producer is fast at; the commit rule needs no wait: the input stays
+/// unfinished until its ack). They are handed over here, in the partition's order, so the
+/// outputs of a partition (and of a key) reach the producer in input order. Waits for a permit
+/// first while the subscriber has
 /// [`OUTPUTS_IN_FLIGHT`](crate::settle::output::OUTPUTS_IN_FLIGHT) inputs publishing.
-async fn publish_in_background(
-    publish: impl Future<Output = SettleStatus> + Send + 'static,
-    msg: &KafkaMessage,
-) {
-    let Some(outputs) = &msg.context().config.outputs else {
-        // (Not reached: outputs are only made for a subscriber that has somewhere to publish.)
-        publish.await;
-        return;
-    };
-    let permit = outputs.in_flight.clone().acquire_owned().await;
-    let mut publish = Box::pin(publish);
-    // The first poll hands the records to the backend (a producer enqueues them then).
-    let mut cx = Context::from_waker(Waker::noop());
-    if publish.as_mut().poll(&mut cx).is_ready() {
-        return;
-    }
-    tokio::spawn(async move {
-        publish.await;
-        drop(permit);
-    });
+async fn publish_in_background(claimed: Claimed<'_>, outputs: Vec<OutgoingRecord>, failed: Disposition) {
+    let publisher = claimed
+        .message()
+        .context()
+        .config
+        .outputs
+        .as_ref()
+        .expect("outputs exist where an output has somewhere to go");
+    let permit = publisher
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the permits are never closed");
+    publisher.publish_then_ack(claimed, outputs, failed, permit).await;
 }
 
 /// What the policy does after a failure (an error, a panic, a decode failure) of `attempt`:

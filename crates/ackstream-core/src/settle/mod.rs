@@ -9,7 +9,8 @@
 //!    stays unfinished, nothing commits past it, and it comes back;
 //! 4. an ack after the handler returned a value is applied only once the broker confirmed the
 //!    value on every output topic (and the input's `reply_to`): publish first, then ack; if a
-//!    publish fails, the record is nacked instead, after the failure backoff;
+//!    publish fails (or its answer can never come), the record is nacked instead, after the
+//!    failure backoff ([`output::Outputs::publish_then_ack`]);
 //! 5. everything else is applied as given.
 //!
 //! [`ledger`] applies the result to the partition's tracker; [`dead_letter`] builds and
@@ -24,7 +25,7 @@ use std::time::Duration;
 pub(crate) use ledger::{Delivery, PartitionContext, Retry, SettleConfig};
 
 use crate::interrupt::{Disposition, SettleStatus};
-use crate::record::{OutgoingRecord, Record};
+use crate::record::Record;
 use crate::tracker::DeliveryId;
 
 /// How long a record whose dead letter could not be published waits before it is delivered
@@ -119,39 +120,7 @@ const DEAD_LETTER_NACK: Disposition = Disposition::Nack {
     delay: Some(DEAD_LETTER_RETRY),
 };
 
-/// Publishes a delivery's outputs, then applies its ack (step 4); if a publish fails or is
-/// abandoned (the future dropped: a timeout around the handler, a drain deadline), applies
-/// `failed` (a nack) instead, so nothing commits past an input whose output is not confirmed.
-/// The settle must have been claimed by the caller.
-pub(crate) async fn publish_first(
-    ctx: &PartitionContext,
-    record: &Record,
-    id: DeliveryId,
-    outputs: Vec<OutgoingRecord>,
-    failed: Disposition,
-) -> SettleStatus {
-    let Some(publisher) = &ctx.config.outputs else {
-        return ctx.apply(record, id, Disposition::Ack);
-    };
-    let unfinished = NackOnDrop(Some((ctx, record, id, failed)));
-    let published = publisher.publish_all(outputs).await;
-    unfinished.disarm();
-    match published {
-        Ok(()) => ctx.apply(record, id, Disposition::Ack),
-        Err(e) => {
-            tracing::warn!(
-                topic = %record.topic,
-                partition = record.partition,
-                offset = record.offset,
-                error = %e,
-                "output not published: the input is nacked, not committed"
-            );
-            ctx.apply(record, id, failed)
-        }
-    }
-}
-
-/// Applies a nack to a delivery whose publish (dead letter, output) is abandoned.
+/// Applies a nack to a delivery whose dead letter is abandoned.
 struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId, Disposition)>);
 
 impl NackOnDrop<'_> {

@@ -45,7 +45,7 @@ mod partitioner;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ackstream_core::backend::{Backend, ConsumerEvent, NoCommit};
+use ackstream_core::backend::{Backend, ConsumerEvent, DeliveryCallback, NoCommit};
 use ackstream_core::{
     Admin, BackendError, Broker, BrokerCore, OffsetReset, OutgoingRecord, Record, RecordPosition,
     SubscriberConfig, TopicPartition,
@@ -132,10 +132,18 @@ impl Backend for MemoryBackend {
     }
 
     async fn publish(&self, record: OutgoingRecord) -> Result<RecordPosition, BackendError> {
-        self.cluster
-            .topics
-            .get_or_create(&record.topic)?
-            .append(&record)
+        self.append(&record)
+    }
+
+    /// Appends at once and answers at once: the in-memory log confirms as it stores.
+    async fn publish_then(self: Arc<Self>, record: OutgoingRecord, done: DeliveryCallback) {
+        done(self.append(&record));
+    }
+}
+
+impl MemoryBackend {
+    fn append(&self, record: &OutgoingRecord) -> Result<RecordPosition, BackendError> {
+        self.cluster.topics.get_or_create(&record.topic)?.append(record)
     }
 }
 
