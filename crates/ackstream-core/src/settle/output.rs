@@ -28,7 +28,7 @@ pub(crate) type EnqueueFn =
 /// How many inputs of one subscriber may have their outputs in flight at once (over all its
 /// partitions): a partition whose next output would pass this waits, so memory stays bounded
 /// while outputs are published back to back, as a producer needs for its speed.
-pub(crate) const OUTPUTS_IN_FLIGHT: usize = 8192;
+pub(crate) const OUTPUTS_IN_FLIGHT: usize = 65_536;
 
 /// A subscriber's output topics and the means to publish to them.
 #[derive(Clone)]
