@@ -36,7 +36,11 @@ impl ProducerContext for Deliveries {
                 offset: m.offset(),
             }),
             Err((e, m)) => Err(kafka_error(
-                format!("publish to {} partition {} failed", m.topic(), m.partition()),
+                format!(
+                    "publish to {} partition {} failed",
+                    m.topic(),
+                    m.partition()
+                ),
                 e.clone(),
             )),
         };

@@ -12,8 +12,8 @@ use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::interrupt::Disposition;
 use crate::message::{Claimed, KafkaMessage, Settling};
-use crate::record::OutgoingRecord;
 use crate::outcome::Outcome;
+use crate::record::OutgoingRecord;
 use crate::response::Output;
 
 /// Runs the subscriber's service (its layers and handler) for one delivery and settles it as
@@ -139,7 +139,11 @@ fn publish_output<'a>(
 /// outputs of a partition (and of a key) reach the producer in input order. Waits for a permit
 /// first while the subscriber has
 /// [`OUTPUTS_IN_FLIGHT`](crate::settle::output::OUTPUTS_IN_FLIGHT) inputs publishing.
-async fn publish_in_background(claimed: Claimed<'_>, outputs: Vec<OutgoingRecord>, failed: Disposition) {
+async fn publish_in_background(
+    claimed: Claimed<'_>,
+    outputs: Vec<OutgoingRecord>,
+    failed: Disposition,
+) {
     let publisher = claimed
         .message()
         .context()
@@ -153,7 +157,9 @@ async fn publish_in_background(claimed: Claimed<'_>, outputs: Vec<OutgoingRecord
         .acquire_owned()
         .await
         .expect("the permits are never closed");
-    publisher.publish_then_ack(claimed, outputs, failed, permit).await;
+    publisher
+        .publish_then_ack(claimed, outputs, failed, permit)
+        .await;
 }
 
 /// What the policy does after a failure (an error, a panic, a decode failure) of `attempt`:

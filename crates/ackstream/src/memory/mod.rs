@@ -143,7 +143,10 @@ impl Backend for MemoryBackend {
 
 impl MemoryBackend {
     fn append(&self, record: &OutgoingRecord) -> Result<RecordPosition, BackendError> {
-        self.cluster.topics.get_or_create(&record.topic)?.append(record)
+        self.cluster
+            .topics
+            .get_or_create(&record.topic)?
+            .append(record)
     }
 }
 
