@@ -11,7 +11,6 @@ use crate::error::BackendError;
 use crate::interrupt::Disposition;
 use crate::interrupt::SettleStatus;
 use crate::record::{Headers, OutgoingRecord, Record, TopicPartition};
-use crate::response::Output;
 use crate::settle::{self, PartitionContext, Plan};
 use crate::tracker::DeliveryId;
 
@@ -215,15 +214,6 @@ impl KafkaMessage {
                 Settling::Done(d.partition.apply(&d.record, d.id, disposition))
             }
             Plan::DeadLetterFirst => Settling::DeadLetterFirst(DeadLetter(self)),
-        }
-    }
-
-    /// The records the handler's return value becomes for this delivery (none when the
-    /// subscriber publishes nowhere: no `publish_to`, and no `reply_to` that counts).
-    pub(crate) fn outputs(&self, output: Output) -> Vec<OutgoingRecord> {
-        match &self.0.partition.config.outputs {
-            Some(outputs) => outputs.records(&self.0.record, output),
-            None => Vec::new(),
         }
     }
 

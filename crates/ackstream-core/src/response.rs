@@ -12,6 +12,7 @@
 use bytes::Bytes;
 
 use crate::error::HandlerError;
+pub use crate::outcome::Output;
 use crate::outcome::{IntoOutcome, Outcome};
 use crate::record::{Header, Headers};
 
@@ -19,32 +20,6 @@ use crate::record::{Header, Headers};
 pub const REPLY_TO: &str = "reply_to";
 /// Header tying a reply to its request; an output carries its input's.
 pub const CORRELATION_ID: &str = "correlation_id";
-
-/// A handler's return value, encoded: the record to publish, without its topic (each
-/// `publish_to` topic, and the input's `reply_to`, get one). A layer may inspect or change it
-/// (add a header, say) before it is published.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Output {
-    /// The payload.
-    pub payload: Bytes,
-    /// The key (`None`: no key).
-    pub key: Option<Bytes>,
-    /// The headers (the input's correlation id is added when publishing, unless set here).
-    pub headers: Headers,
-    /// The partition (`None`: the key chooses, or the producer's partitioner).
-    pub partition: Option<i32>,
-}
-
-impl Output {
-    /// An output of `payload`, without key, headers or partition.
-    pub fn new(payload: impl Into<Bytes>) -> Self {
-        Self {
-            payload: payload.into(),
-            ..Self::default()
-        }
-    }
-}
 
 /// A return value with a key, headers or a partition.
 ///

@@ -37,7 +37,7 @@ use crate::state::StateMap;
     label = "not a handler: check each argument and the return type",
     note = "a handler is an async fn of up to 12 arguments, each an extractor (String, Bytes, \
             Vec<u8>, Json<T>, KafkaMessage, Key, Headers, State<T>, Attempt, Partition, Offset, or a type \
-            implementing FromMessage), returning () or Result<(), E> with E: Into<HandlerError>"
+            implementing FromMessage), returning (), Result<(), E> with E: Into<HandlerError>, or a value to publish (String, Bytes, Json<T>, Response<T>, Option<_>)"
 )]
 pub trait Handler<T>: Clone + Send + Sync + 'static {
     /// The future of one call.

@@ -34,8 +34,8 @@ use crate::error::BackendError;
 use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
-use crate::settle::output::{EnqueueFn, Outputs, PublishFn};
-use crate::settle::{PartitionContext, SettleConfig};
+use crate::settle::output::Outputs;
+use crate::settle::{EnqueueFn, PartitionContext, PublishFn, SettleConfig};
 use subscription::StartContext;
 use task::PartitionTask;
 

@@ -89,7 +89,10 @@ fn publish_output<'a>(
     config: &SubscriberConfig,
 ) -> Option<BoxFuture<'a, ()>> {
     let policy = config.ack_policy;
-    let outputs = msg.outputs(output);
+    let outputs = match &msg.context().config.outputs {
+        Some(outputs) => outputs.records(msg.record(), output),
+        None => Vec::new(),
+    };
     if outputs.is_empty() {
         settle_success(msg, policy);
         return None;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use crate::error::BackendError;
 use crate::record::{OutgoingRecord, Record, RecordPosition};
 
-use super::PUBLISH_TIMEOUT;
-use super::output::PublishFn;
+use super::{PUBLISH_TIMEOUT, PublishFn};
 
 /// Header naming the topic a dead letter came from.
 pub const HEADER_TOPIC: &str = "ackstream-dead-letter-topic";

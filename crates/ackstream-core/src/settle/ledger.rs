@@ -17,22 +17,12 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use super::dead_letter::DeadLetters;
+use super::SettleConfig;
 use crate::backend::{OffsetStore, PartitionOffset};
-use crate::event::{Event, Observer};
+use crate::event::Event;
 use crate::interrupt::{Disposition, MAX_NACK_DELAY, SettleStatus};
 use crate::record::{Record, TopicPartition};
 use crate::tracker::{Delivered, DeliveryId, OffsetTracker, TrackerError};
-
-/// Subscriber settings the settle path needs.
-#[derive(Debug)]
-pub(crate) struct SettleConfig {
-    pub(crate) max_attempts: Option<u32>,
-    pub(crate) observer: Option<Observer>,
-    pub(crate) dead_letters: Option<DeadLetters>,
-    /// Where return values go (`None`: nowhere, not even to a `reply_to`).
-    pub(crate) outputs: Option<super::output::Outputs>,
-}
 
 /// A nacked record waiting to be delivered again.
 #[derive(Debug)]

@@ -22,7 +22,14 @@ pub(crate) mod output;
 
 use std::time::Duration;
 
-pub(crate) use ledger::{Delivery, PartitionContext, Retry, SettleConfig};
+pub(crate) use ledger::{Delivery, PartitionContext, Retry};
+
+use futures_util::future::BoxFuture;
+
+use crate::backend::DeliveryCallback;
+use crate::error::BackendError;
+use crate::event::Observer;
+use crate::record::{OutgoingRecord, RecordPosition};
 
 use crate::interrupt::{Disposition, SettleStatus};
 use crate::record::Record;
@@ -31,6 +38,25 @@ use crate::tracker::DeliveryId;
 /// How long a record whose dead letter could not be published waits before it is delivered
 /// again (the dead-letter topic may be back by then).
 pub(crate) const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+
+/// Subscriber settings the settle path needs.
+#[derive(Debug)]
+pub(crate) struct SettleConfig {
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) observer: Option<Observer>,
+    pub(crate) dead_letters: Option<dead_letter::DeadLetters>,
+    /// Where return values go (`None`: nowhere, not even to a `reply_to`).
+    pub(crate) outputs: Option<output::Outputs>,
+}
+
+/// The erased backend publish the settle rule waits on (dead letters, `publish_only` outputs).
+pub(crate) type PublishFn = dyn Fn(OutgoingRecord) -> BoxFuture<'static, Result<RecordPosition, BackendError>>
+    + Send
+    + Sync;
+
+/// The erased backend hand-over outputs are published with (`Backend::publish_then`).
+pub(crate) type EnqueueFn =
+    dyn Fn(OutgoingRecord, DeliveryCallback) -> BoxFuture<'static, ()> + Send + Sync;
 
 /// How long a publish the settle waits for (a dead letter, an output) may take to be confirmed
 /// before it counts as failed (a producer can otherwise wait minutes for an unreachable broker).

@@ -4,26 +4,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::PUBLISH_TIMEOUT;
 use super::ledger::PendingOutput;
-use crate::backend::DeliveryCallback;
+use super::{EnqueueFn, PUBLISH_TIMEOUT, PublishFn};
 use crate::error::BackendError;
 use crate::interrupt::Disposition;
 use crate::message::{Claimed, KafkaMessage};
 use crate::record::{OutgoingRecord, Record, RecordPosition};
 use crate::response::{CORRELATION_ID, Output, REPLY_TO};
-
-/// The erased backend publish the settle rule uses (outputs, dead letters).
-pub(crate) type PublishFn = dyn Fn(OutgoingRecord) -> BoxFuture<'static, Result<RecordPosition, BackendError>>
-    + Send
-    + Sync;
-
-/// The erased backend hand-over outputs are published with (`Backend::publish_then`).
-pub(crate) type EnqueueFn =
-    dyn Fn(OutgoingRecord, DeliveryCallback) -> BoxFuture<'static, ()> + Send + Sync;
 
 /// How many inputs of one subscriber may have their outputs in flight at once (over all its
 /// partitions): a partition whose next output would pass this waits, so memory stays bounded
