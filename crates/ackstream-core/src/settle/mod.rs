@@ -122,7 +122,7 @@ pub(crate) async fn dead_letter_first(
     let Some(dead_letters) = &ctx.config.dead_letters else {
         return ctx.apply(record, id, Disposition::Reject);
     };
-    let unfinished = NackOnDrop(Some((ctx, record, id, DEAD_LETTER_NACK)));
+    let unfinished = NackOnDrop(Some((ctx, record, id)));
     let published = dead_letters.publish(record, attempt, why).await;
     unfinished.disarm();
     match published {
@@ -146,8 +146,8 @@ const DEAD_LETTER_NACK: Disposition = Disposition::Nack {
     delay: Some(DEAD_LETTER_RETRY),
 };
 
-/// Applies a nack to a delivery whose dead letter is abandoned.
-struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId, Disposition)>);
+/// Nacks a delivery whose dead letter is abandoned (as one that was not published).
+struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId)>);
 
 impl NackOnDrop<'_> {
     fn disarm(mut self) {
@@ -157,14 +157,14 @@ impl NackOnDrop<'_> {
 
 impl Drop for NackOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some((ctx, record, id, nack)) = self.0.take() {
+        if let Some((ctx, record, id)) = self.0.take() {
             tracing::warn!(
                 topic = %record.topic,
                 partition = record.partition,
                 offset = record.offset,
-                "publish abandoned before it was confirmed: the record is nacked, not committed"
+                "dead letter abandoned before it was confirmed: the record is nacked, not committed"
             );
-            ctx.apply(record, id, nack);
+            ctx.apply(record, id, DEAD_LETTER_NACK);
         }
     }
 }
