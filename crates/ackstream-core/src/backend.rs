@@ -151,6 +151,18 @@ pub trait OffsetStore: Send + Sync + 'static {
     /// Forgets revoked partitions after their final commit, so no later (coalesced) commit can
     /// overwrite what their next owner commits.
     fn release(&self, _partitions: &[TopicPartition]) {}
+
+    /// The partition's high watermark (the offset the next produced record gets) as last seen,
+    /// without asking the broker: for consumer lag. `None` when the backend does not know it.
+    fn high_watermark(&self, _tp: &TopicPartition) -> Option<i64> {
+        None
+    }
+
+    /// The partition's offset the broker last confirmed as committed by this consumer, if the
+    /// backend knows it (`None`: not confirmed yet, or not tracked).
+    fn confirmed(&self, _tp: &TopicPartition) -> Option<i64> {
+        None
+    }
 }
 
 /// One partition's committable offset, as the runtime moves it.

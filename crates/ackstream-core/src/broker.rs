@@ -21,6 +21,7 @@ use crate::record::{Header, OutgoingRecord, RecordPosition};
 use crate::router::Router;
 use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
+use crate::status::SubscriberStatus;
 use crate::subscriber::{Declare, Declared, Inherited, Registry, SubscriberBuilder};
 
 /// The machinery every broker shares: its backend and its registered subscribers.
@@ -31,6 +32,8 @@ pub struct BrokerCore<B: Backend> {
 
 struct Inner<B: Backend> {
     subscriptions: Vec<Arc<dyn Subscription<B>>>,
+    /// One per subscription, in the same order.
+    statuses: Vec<Arc<SubscriberStatus>>,
     state: StateMap,
     default_policy: AckPolicy,
     observers: Vec<Observer>,
@@ -56,6 +59,7 @@ impl<B: Backend> BrokerCore<B> {
             backend: Arc::new(backend),
             inner: Mutex::new(Inner {
                 subscriptions: Vec::new(),
+                statuses: Vec::new(),
                 state: StateMap::new(),
                 default_policy: AckPolicy::default(),
                 observers: Vec::new(),
@@ -109,7 +113,13 @@ impl<B: Backend> Registry<B> for BrokerCore<B> {
     }
 
     fn register(&self, subscription: Arc<dyn Subscription<B>>) {
-        self.inner().subscriptions.push(subscription);
+        let status = SubscriberStatus::new(
+            subscription.topics().to_vec(),
+            subscription.group().map(str::to_owned),
+        );
+        let mut inner = self.inner();
+        inner.subscriptions.push(subscription);
+        inner.statuses.push(Arc::new(status));
     }
 }
 
@@ -126,6 +136,10 @@ pub trait Runnable: Send + Sync + 'static {
         shutdown: &Shutdown,
         drain_timeout: Duration,
     ) -> Vec<BoxFuture<'static, Result<(), BackendError>>>;
+
+    /// Each subscriber's live status, in the order they were registered (the same objects
+    /// across starts).
+    fn statuses(&self) -> Vec<Arc<SubscriberStatus>>;
 }
 
 impl<B: Backend> Runnable for BrokerCore<B> {
@@ -149,12 +163,24 @@ impl<B: Backend> Runnable for BrokerCore<B> {
             shutdown: shutdown.clone(),
             drain_timeout,
             layers: inner.layers.clone(),
+            status: Arc::new(SubscriberStatus::new(Vec::new(), None)),
         };
         inner
             .subscriptions
             .iter()
-            .map(|s| s.start(self.backend.clone(), ctx.clone()))
+            .zip(&inner.statuses)
+            .map(|(s, status)| {
+                let ctx = StartContext {
+                    status: status.clone(),
+                    ..ctx.clone()
+                };
+                s.start(self.backend.clone(), ctx)
+            })
             .collect()
+    }
+
+    fn statuses(&self) -> Vec<Arc<SubscriberStatus>> {
+        self.inner().statuses.clone()
     }
 }
 

@@ -110,3 +110,44 @@ impl fmt::Debug for Observer {
         f.write_str("Observer(..)")
     }
 }
+
+/// How many times each thing happened to one partition's records, as the ledger counted it
+/// (under the lock it takes anyway, so counting costs no synchronisation). Read through
+/// [`status`](crate::status) snapshots; totals survive the partition moving away and back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Deliveries of records (every attempt).
+    pub delivered: u64,
+    /// Deliveries after the first attempt (nacked records coming back, counts carried in).
+    pub redelivered: u64,
+    /// Acks applied.
+    pub acked: u64,
+    /// Nacks applied.
+    pub nacked: u64,
+    /// Rejects applied (a dead-lettered record is rejected once its dead letter is confirmed).
+    pub rejected: u64,
+    /// Records dead-lettered (their dead letter confirmed by the broker).
+    pub dead_lettered: u64,
+    /// Handler failures: errors that are not interrupts, and panics.
+    pub failed: u64,
+    /// Of those, panics.
+    pub panicked: u64,
+    /// Records whose payload or metadata could not be extracted (the handler was not called).
+    pub decode_failed: u64,
+}
+
+impl Counts {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.delivered += other.delivered;
+        self.redelivered += other.redelivered;
+        self.acked += other.acked;
+        self.nacked += other.nacked;
+        self.rejected += other.rejected;
+        self.dead_lettered += other.dead_lettered;
+        self.failed += other.failed;
+        self.panicked += other.panicked;
+        self.decode_failed += other.decode_failed;
+    }
+}

@@ -38,6 +38,7 @@ mod settle;
 pub use settle::dead_letter;
 mod shutdown;
 mod state;
+pub mod status;
 mod subscriber;
 pub mod tracker;
 

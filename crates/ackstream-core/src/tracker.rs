@@ -88,6 +88,29 @@ impl fmt::Display for TrackerError {
 
 impl std::error::Error for TrackerError {}
 
+/// What an unfinished record waits on (see [`OffsetTracker::oldest_unfinished`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Holder {
+    /// Its handler runs, or user code holds the message and has not settled it yet.
+    Running,
+    /// It was nacked and waits for its redelivery (a nack delay, a failure's backoff).
+    WaitingRedelivery,
+    /// Its handler returned without settling it (`Manual`): it waits for a settle.
+    Unsettled,
+}
+
+impl Holder {
+    /// A short name for logs and metrics: `running`, `waiting_redelivery`, `unsettled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Holder::Running => "running",
+            Holder::WaitingRedelivery => "waiting_redelivery",
+            Holder::Unsettled => "unsettled",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Delivered, handler running or record handed to user code, not settled.
@@ -344,6 +367,20 @@ impl OffsetTracker {
         self.index_of(offset, id)
             .ok()
             .map(|i| self.pending[i].attempt)
+    }
+
+    /// The oldest delivered record that is not finished (the one the commit waits for), its
+    /// attempt, and what it waits on.
+    pub fn oldest_unfinished(&self) -> Option<(i64, u32, Holder)> {
+        self.pending.iter().find_map(|e| {
+            let holder = match e.state {
+                State::InFlight => Holder::Running,
+                State::Returned => Holder::Unsettled,
+                State::Nacked => Holder::WaitingRedelivery,
+                State::Finished => return None,
+            };
+            Some((e.offset, e.attempt, holder))
+        })
     }
 
     /// Number of delivered records that are not finished.

@@ -9,6 +9,8 @@ use ackstream_core::{BackendError, BoxError, Broker, ConfigError, Runnable, Shut
 use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 
+use crate::observe::{DEFAULT_STUCK_AFTER, Monitor, Stop};
+
 type Hook = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), BoxError>> + Send>;
 
 /// Default bound on how long shutdown (or a revoke) waits for in-flight handlers.
@@ -41,6 +43,10 @@ pub struct App {
     shutdown_hooks: Vec<Hook>,
     drain_timeout: Duration,
     shutdown: Shutdown,
+    stuck_after: Duration,
+    /// The HTTP endpoint's listener, bound by [`App::http`] (or why it could not be).
+    #[cfg(feature = "http")]
+    http: Option<std::io::Result<std::net::TcpListener>>,
 }
 
 impl fmt::Debug for App {
@@ -61,7 +67,51 @@ impl App {
             shutdown_hooks: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             shutdown: Shutdown::new(),
+            stuck_after: DEFAULT_STUCK_AFTER,
+            #[cfg(feature = "http")]
+            http: None,
         }
+    }
+
+    /// How long one unfinished record may hold its partition's commit back before the
+    /// partition counts as stuck: one warning names it, `/health/ready` fails and the status
+    /// page marks it until the commit moves (see [`observe`](crate::observe)). Default
+    /// [`DEFAULT_STUCK_AFTER`].
+    pub fn stuck_after(mut self, limit: Duration) -> Self {
+        self.stuck_after = limit;
+        self
+    }
+
+    /// Serves `/metrics`, `/health/live`, `/health/ready` and the status page `/` on `addr`
+    /// while the app runs (the address is bound here: port 0 picks a free one, see
+    /// [`http_addr`](Self::http_addr); a bind failure is the error of [`run`](Self::run)).
+    ///
+    /// ```
+    /// use ackstream::prelude::*;
+    /// use ackstream::memory::MemoryBroker;
+    /// let app = App::new(MemoryBroker::new()).http("127.0.0.1:0");
+    /// assert!(app.http_addr().is_some_and(|a| a.ip().is_loopback()));
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn http(mut self, addr: impl std::net::ToSocketAddrs) -> Self {
+        let listener = std::net::TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok(l)
+        });
+        self.http = Some(listener);
+        self
+    }
+
+    /// The address the HTTP endpoint listens on, if [`http`](Self::http) bound one.
+    #[cfg(feature = "http")]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref()?.as_ref().ok()?.local_addr().ok()
+    }
+
+    /// The monitor of this app's subscribers (those registered so far).
+    pub fn monitor(&self) -> Monitor {
+        let statuses = self.brokers.iter().flat_map(|b| b.statuses()).collect();
+        Monitor::new(statuses, self.stuck_after)
     }
 
     /// Also runs another broker's subscribers.
@@ -109,9 +159,42 @@ impl App {
 
     /// Runs until `signal` completes, or until a [`ShutdownHandle`] fires.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<(), AppError> {
+        let monitor = self.monitor();
+        self.run_watched(signal, monitor).await
+    }
+
+    async fn run_watched(
+        mut self,
+        signal: impl Future<Output = ()> + Send,
+        monitor: Monitor,
+    ) -> Result<(), AppError> {
         for broker in &self.brokers {
             broker.check().map_err(AppError::Config)?;
         }
+        let (finished, stop) = tokio::sync::watch::channel(false);
+        let stop = Stop(stop);
+        #[cfg(feature = "http")]
+        if let Some(listener) = self.http.take() {
+            let listener = listener
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(AppError::Http)?;
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics, health and status");
+            tokio::spawn(crate::observe::http::serve(
+                listener,
+                monitor.clone(),
+                stop.clone(),
+            ));
+        }
+        tokio::spawn(monitor.clone().run(stop));
+        let result = self.run_subscribers(signal).await;
+        let _ = finished.send(true);
+        result
+    }
+
+    async fn run_subscribers(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
         for hook in self.startup {
             hook().await.map_err(AppError::Hook)?;
         }
@@ -164,8 +247,17 @@ impl App {
     /// Runs the app on a background task (no signal handling); for tests and embedding.
     pub fn spawn(self) -> RunningApp {
         let handle = self.shutdown_handle();
-        let task = tokio::spawn(self.run_until(std::future::pending()));
-        RunningApp { handle, task }
+        let monitor = self.monitor();
+        #[cfg(feature = "http")]
+        let http_addr = self.http_addr();
+        let task = tokio::spawn(self.run_watched(std::future::pending(), monitor.clone()));
+        RunningApp {
+            handle,
+            task,
+            monitor,
+            #[cfg(feature = "http")]
+            http_addr,
+        }
     }
 }
 
@@ -218,9 +310,23 @@ impl ShutdownHandle {
 pub struct RunningApp {
     handle: ShutdownHandle,
     task: tokio::task::JoinHandle<Result<(), AppError>>,
+    monitor: Monitor,
+    #[cfg(feature = "http")]
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunningApp {
+    /// The monitor of the app's subscribers: their status, readiness, stuck partitions.
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
+    }
+
+    /// Where the app's HTTP endpoint listens (see [`App::http`]).
+    #[cfg(feature = "http")]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
+    }
+
     /// A handle to shut it down from elsewhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
@@ -252,6 +358,8 @@ pub enum AppError {
     Subscriber(BackendError),
     /// A subscriber task panicked or was cancelled.
     Task(String),
+    /// The HTTP endpoint could not listen (see [`App::http`]).
+    Http(std::io::Error),
 }
 
 impl fmt::Display for AppError {
@@ -261,6 +369,7 @@ impl fmt::Display for AppError {
             AppError::Hook(e) => write!(f, "lifecycle hook failed: {e}"),
             AppError::Subscriber(e) => write!(f, "subscriber failed: {e}"),
             AppError::Task(e) => write!(f, "subscriber task failed: {e}"),
+            AppError::Http(e) => write!(f, "HTTP endpoint: {e}"),
         }
     }
 }
@@ -271,6 +380,7 @@ impl std::error::Error for AppError {
             AppError::Config(e) => Some(e),
             AppError::Subscriber(e) => Some(e),
             AppError::Hook(e) => Some(e.as_ref()),
+            AppError::Http(e) => Some(e),
             AppError::Task(_) => None,
         }
     }

@@ -5,6 +5,7 @@ mod app;
 pub mod kafka;
 pub mod memory;
 pub mod middleware;
+pub mod observe;
 pub mod testing;
 
 pub use ackstream_core::{
@@ -14,7 +15,7 @@ pub use ackstream_core::{
     IntoOutcome, KafkaMessage, KeepOrder, MessageService, NackAfter, NackMessage, OffsetReset,
     Outcome, OutgoingRecord, Output, Publish, Publisher, Record, RecordPosition, RejectMessage,
     Response, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
-    call_when_ready, dead_letter, event, extract, response,
+    call_when_ready, dead_letter, event, extract, response, status,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 

@@ -45,7 +45,7 @@ struct Worker {
     task: JoinHandle<()>,
 }
 
-/// Runs one subscriber until shutdown; see the module docs.
+/// Runs one subscriber until shutdown, keeping its status; see the module docs.
 async fn run_subscription<B, S>(
     backend: Arc<B>,
     config: Arc<SubscriberConfig>,
@@ -57,7 +57,26 @@ where
     B: Backend,
     S: Clone + Send + Sync + 'static,
 {
+    let status = ctx.status.clone();
+    status.starting();
+    let result = consume(backend, config, service, ctx, spawn).await;
+    status.ended(&result);
+    result
+}
+
+async fn consume<B, S>(
+    backend: Arc<B>,
+    config: Arc<SubscriberConfig>,
+    service: S,
+    ctx: StartContext,
+    spawn: Spawn<B, S>,
+) -> Result<(), BackendError>
+where
+    B: Backend,
+    S: Clone + Send + Sync + 'static,
+{
     let mut consumer = backend.consumer(&config).await?;
+    ctx.status.running();
     let offsets = consumer.offset_store();
     let publish: Arc<PublishFn> = {
         let backend = backend.clone();
@@ -113,6 +132,7 @@ where
                         config.manual_cumulative,
                     ));
                     pctx.carry_in(&feed.carried_attempts());
+                    ctx.status.assigned(&pctx);
                     // A child of the app's token: shutdown stops fetching at once, everywhere.
                     let stop = ctx.shutdown.token().child_token();
                     let task = PartitionTask {
@@ -152,6 +172,7 @@ where
                 stop_workers(revoked, ctx.drain_timeout).await;
                 commit(&*offsets).await;
                 offsets.release(&partitions);
+                ctx.status.unassigned(&partitions, false);
                 tracing::debug!(?partitions, group = ?group, "partitions revoked");
                 emit(Event::Revoked {
                     group: group.clone(),
@@ -168,6 +189,7 @@ where
                     .collect();
                 pool.assigned(workers.len());
                 fence_workers(lost).await;
+                ctx.status.unassigned(&partitions, true);
                 tracing::warn!(
                     ?partitions,
                     group = ?group,

@@ -210,6 +210,7 @@ fn resolve<'a>(
                 "handler failed (attempt {})",
                 msg.attempt()
             );
+            ctx.count(|c| c.failed += 1);
             ctx.emit(|| Event::HandlerFailed {
                 tp: ctx.tp.clone(),
                 offset: msg.offset(),
@@ -229,6 +230,10 @@ fn resolve<'a>(
                 "handler panicked (attempt {})",
                 msg.attempt()
             );
+            ctx.count(|c| {
+                c.failed += 1;
+                c.panicked += 1;
+            });
             ctx.emit(|| Event::HandlerFailed {
                 tp: ctx.tp.clone(),
                 offset: msg.offset(),
@@ -247,6 +252,7 @@ fn resolve<'a>(
                 reason = %rejection,
                 "record cannot be decoded; handler not called"
             );
+            ctx.count(|c| c.decode_failed += 1);
             ctx.emit(|| Event::DecodeFailed {
                 tp: ctx.tp.clone(),
                 offset: msg.offset(),

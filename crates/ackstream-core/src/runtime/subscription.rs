@@ -24,12 +24,16 @@ pub(crate) struct StartContext {
     pub(crate) drain_timeout: std::time::Duration,
     /// The broker's layers, outside each subscriber's own.
     pub(crate) layers: Layers,
+    /// This subscriber's status (each subscriber is started with its own).
+    pub(crate) status: Arc<crate::status::SubscriberStatus>,
 }
 
 /// A registered subscriber, its handler type erased.
 pub(crate) trait Subscription<B: Backend>: Send + Sync + 'static {
     /// The topics it reads (prefixes applied).
     fn topics(&self) -> &[String];
+    /// Its consumer group, if any.
+    fn group(&self) -> Option<&str>;
     fn check(&self, state: &StateMap) -> Result<(), ConfigError>;
     fn start(
         &self,
@@ -60,6 +64,10 @@ impl<H, T> HandlerSubscription<H, T> {
 impl<B: Backend, H: Handler<T>, T: 'static> Subscription<B> for HandlerSubscription<H, T> {
     fn topics(&self) -> &[String] {
         &self.config.topics
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.config.group_id.as_deref()
     }
 
     fn check(&self, state: &StateMap) -> Result<(), ConfigError> {
@@ -126,6 +134,10 @@ impl<H, T> BatchSubscription<H, T> {
 impl<B: Backend, H: BatchHandler<T>, T: 'static> Subscription<B> for BatchSubscription<H, T> {
     fn topics(&self) -> &[String] {
         &self.config.topics
+    }
+
+    fn group(&self) -> Option<&str> {
+        self.config.group_id.as_deref()
     }
 
     fn check(&self, state: &StateMap) -> Result<(), ConfigError> {

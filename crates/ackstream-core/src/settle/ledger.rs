@@ -19,10 +19,10 @@ use tokio::sync::Notify;
 
 use super::SettleConfig;
 use crate::backend::{OffsetStore, PartitionOffset};
-use crate::event::Event;
+use crate::event::{Counts, Event};
 use crate::interrupt::{Disposition, MAX_NACK_DELAY, SettleStatus};
 use crate::record::{Record, TopicPartition};
-use crate::tracker::{Delivered, DeliveryId, OffsetTracker, TrackerError};
+use crate::tracker::{Delivered, DeliveryId, Holder, OffsetTracker, TrackerError};
 
 /// A nacked record waiting to be delivered again.
 #[derive(Debug)]
@@ -48,6 +48,17 @@ pub(crate) enum Delivery {
 struct Ledger {
     tracker: OffsetTracker,
     retries: Vec<Retry>,
+    /// What happened to this assignment's records (read by status snapshots).
+    counts: Counts,
+}
+
+/// A partition's state at one moment (see [`PartitionContext::look`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Look {
+    pub(crate) committable: Option<i64>,
+    pub(crate) unfinished: usize,
+    pub(crate) oldest_unfinished: Option<(i64, u32, Holder)>,
+    pub(crate) counts: Counts,
 }
 
 /// One assigned partition's shared state: the tracker, the retries, the offset store.
@@ -108,6 +119,7 @@ impl PartitionContext {
             ledger: Mutex::new(Ledger {
                 tracker,
                 retries: Vec::new(),
+                counts: Counts::default(),
             }),
             retry_signal: Notify::new(),
             retry_pending: AtomicBool::new(false),
@@ -153,6 +165,10 @@ impl PartitionContext {
         }
         match ledger.tracker.deliver(offset) {
             Ok(delivered) => {
+                ledger.counts.delivered += 1;
+                if delivered.attempt > 1 {
+                    ledger.counts.redelivered += 1;
+                }
                 self.emit_delivered(offset, delivered.attempt);
                 Delivery::Accepted(delivered)
             }
@@ -164,6 +180,8 @@ impl PartitionContext {
     pub(crate) fn redeliver(&self, offset: i64) -> Option<Delivered> {
         let mut ledger = self.ledger();
         let delivered = ledger.tracker.redeliver(offset).ok()?;
+        ledger.counts.delivered += 1;
+        ledger.counts.redelivered += 1;
         self.emit_delivered(offset, delivered.attempt);
         Some(delivered)
     }
@@ -221,6 +239,24 @@ impl PartitionContext {
         }
     }
 
+    /// Counts something the ledger does not see itself (a failure, a decode failure, a dead
+    /// letter); off the per-record path.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.ledger().counts);
+    }
+
+    /// What the partition looks like now: its committable offset, how many delivered records
+    /// are unfinished, the oldest of them, and the counts of this assignment.
+    pub(crate) fn look(&self) -> Look {
+        let ledger = self.ledger();
+        Look {
+            committable: ledger.tracker.position(),
+            unfinished: ledger.tracker.unfinished(),
+            oldest_unfinished: ledger.tracker.oldest_unfinished(),
+            counts: ledger.counts,
+        }
+    }
+
     /// The handler returned without settling (manual policy).
     pub(crate) fn returned(&self, offset: i64, id: DeliveryId) {
         let held = self.ledger().tracker.returned(offset, id);
@@ -267,6 +303,11 @@ impl PartitionContext {
         match disposition {
             Disposition::Ack | Disposition::Reject => match ledger.tracker.finish(offset, id) {
                 Ok(finished) => {
+                    if disposition == Disposition::Ack {
+                        ledger.counts.acked += 1;
+                    } else {
+                        ledger.counts.rejected += 1;
+                    }
                     let status = settled(SettleStatus::Settled(disposition));
                     if let Some(position) = finished.advanced_to {
                         self.emit(|| Event::OffsetStored {
@@ -287,6 +328,7 @@ impl PartitionContext {
             },
             Disposition::Nack { delay } => match ledger.tracker.nack(offset, id) {
                 Ok(_) => {
+                    ledger.counts.nacked += 1;
                     // Counted attempts go with the commits, so another member continues them.
                     if let Some((at, attempts)) = ledger.tracker.carry_out() {
                         self.offset.carry_attempts(at, &attempts);

@@ -126,7 +126,10 @@ pub(crate) async fn dead_letter_first(
     let published = dead_letters.publish(record, attempt, why).await;
     unfinished.disarm();
     match published {
-        Ok(_) => ctx.apply(record, id, Disposition::Reject),
+        Ok(_) => {
+            ctx.count(|c| c.dead_lettered += 1);
+            ctx.apply(record, id, Disposition::Reject)
+        }
         Err(e) => {
             tracing::error!(
                 topic = %record.topic,

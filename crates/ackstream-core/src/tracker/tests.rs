@@ -414,3 +414,31 @@ proptest! {
         m.drain();
     }
 }
+
+#[test]
+fn the_oldest_unfinished_record_is_the_one_the_commit_waits_for() {
+    let mut t = OffsetTracker::new();
+    assert_eq!(t.oldest_unfinished(), None, "nothing delivered");
+    let a = t.deliver(5).unwrap();
+    let b = t.deliver(6).unwrap();
+    assert_eq!(t.oldest_unfinished(), Some((5, 1, Holder::Running)));
+    t.finish(5, a.id).unwrap();
+    assert_eq!(t.oldest_unfinished(), Some((6, 1, Holder::Running)));
+    t.nack(6, b.id).unwrap();
+    assert_eq!(
+        t.oldest_unfinished(),
+        Some((6, 1, Holder::WaitingRedelivery))
+    );
+    let b = t.redeliver(6).unwrap();
+    assert_eq!(t.oldest_unfinished(), Some((6, 2, Holder::Running)));
+    t.returned(6, b.id).unwrap();
+    let c = t.deliver(7).unwrap();
+    t.finish(7, c.id).unwrap();
+    assert_eq!(
+        t.oldest_unfinished(),
+        Some((6, 2, Holder::Unsettled)),
+        "a finished record behind it changes nothing"
+    );
+    t.finish(6, b.id).unwrap();
+    assert_eq!(t.oldest_unfinished(), None, "everything finished");
+}

@@ -48,6 +48,10 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// attempt counts handed over); past it, counts restart for this assignment.
 const CARRIED_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often librdkafka reports statistics unless the user says otherwise (they carry the
+/// high watermarks consumer lag is computed from).
+const STATISTICS_INTERVAL_MS: &str = "1000";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -68,6 +72,8 @@ pub(crate) struct DriverContext {
     /// Rebalances (assignments and revokes) so far: a run of records popped before one must
     /// not be handed to an inbox opened by it.
     rebalances: AtomicU64,
+    /// Where the high watermarks of librdkafka's statistics go (for consumer lag).
+    offsets: Arc<KafkaOffsets>,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -93,7 +99,10 @@ impl ClientContext for DriverContext {
 
     fn stats_raw(&self, statistics: &[u8]) {
         self.served.fetch_add(1, Ordering::Relaxed);
-        Defaults.stats_raw(statistics);
+        match serde_json::from_slice::<rdkafka::Statistics>(statistics) {
+            Ok(stats) => self.offsets.saw_high_watermarks(&stats),
+            Err(e) => tracing::debug!(error = %e, "unreadable librdkafka statistics"),
+        }
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -317,6 +326,19 @@ impl KafkaConsumer {
             given.map(|(k, _)| k.as_str()),
             config.buffer,
         ));
+        // Statistics once a second carry each partition's high watermark (consumer lag);
+        // a user's own interval (or 0, none) wins.
+        let given_stats = settings
+            .extra
+            .iter()
+            .chain(&config.settings)
+            .any(|(k, _)| k == "statistics.interval.ms");
+        if !given_stats {
+            overrides.push((
+                "statistics.interval.ms".into(),
+                STATISTICS_INTERVAL_MS.into(),
+            ));
+        }
         overrides.extend(config.settings.iter().cloned());
         // Last, so nothing given overrides them (a subscriber that commits is refused at
         // registration if it tries: see `KafkaBackend::check_subscriber`).
@@ -342,6 +364,7 @@ impl KafkaConsumer {
             failed: AtomicBool::new(false),
             served: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
+            offsets: offsets.clone(),
         };
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)

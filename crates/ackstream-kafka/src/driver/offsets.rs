@@ -109,6 +109,8 @@ pub(crate) struct KafkaOffsets {
     /// A coalesced commit is queued for the commit thread and not taken yet: another would
     /// add nothing.
     coalesced_queued: AtomicBool,
+    /// Each partition's high watermark, from librdkafka's latest statistics.
+    high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 impl KafkaOffsets {
@@ -121,6 +123,7 @@ impl KafkaOffsets {
             batch_full: Arc::new(Notify::new()),
             requests: OnceLock::new(),
             coalesced_queued: AtomicBool::new(false),
+            high_watermarks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -357,6 +360,37 @@ impl OffsetStore for KafkaOffsets {
         let mut entries = self.entries();
         for tp in partitions {
             entries.remove(tp);
+        }
+    }
+
+    fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        let marks = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        marks.get(tp).copied()
+    }
+
+    fn confirmed(&self, tp: &TopicPartition) -> Option<i64> {
+        let confirmed = self.entries().get(tp)?.confirmed;
+        (confirmed != NONE).then_some(confirmed)
+    }
+}
+
+impl KafkaOffsets {
+    /// Keeps the high watermarks of a statistics report (librdkafka reports -1001 for a
+    /// partition it has not fetched yet: those are skipped).
+    pub(crate) fn saw_high_watermarks(&self, stats: &rdkafka::Statistics) {
+        let mut marks = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (topic, t) in &stats.topics {
+            for (&partition, p) in &t.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    marks.insert(TopicPartition::new(topic.as_str(), partition), p.hi_offset);
+                }
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ impl Consumer for MemoryConsumer {
 pub(super) struct GroupOffsets {
     pub(super) group: Arc<Group>,
     pub(super) member: u64,
+    /// The broker's logs, whose ends are the high watermarks.
+    pub(super) topics: Arc<Topics>,
 }
 
 impl OffsetStore for GroupOffsets {
@@ -81,6 +83,15 @@ impl OffsetStore for GroupOffsets {
 
     fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        Some(self.topics.partition(&tp.topic, tp.partition)?.end_offset())
+    }
+
+    fn confirmed(&self, tp: &TopicPartition) -> Option<i64> {
+        // Every store is a commit here.
+        self.group.committed(tp)
     }
 }
 

@@ -105,6 +105,7 @@ impl Backend for MemoryBackend {
                 let offsets = Arc::new(GroupOffsets {
                     group: group.clone(),
                     member,
+                    topics: topics.clone(),
                 });
                 Ok(MemoryConsumer::new(
                     rx,

@@ -1,0 +1,133 @@
+//! Prometheus metrics through the [`metrics`] facade: each sample of the [`Monitor`] is
+//! written into a recorder as absolute counter values and gauges (the counts are exact: the
+//! ledger keeps them), so any `metrics` recorder can take them, and [`Metrics::render`] gives
+//! Prometheus's text format. Names and labels are those of [`conventions`](super::conventions).
+//!
+//! ```
+//! use ackstream::observe::Monitor;
+//! use ackstream::observe::metrics::Metrics;
+//! let metrics = Metrics::new();
+//! let text = metrics.render(&Monitor::new(Vec::new(), std::time::Duration::from_secs(30)));
+//! assert!(!text.contains("ackstream_subscriber_up{"), "no subscriber, no series");
+//! ```
+
+use std::fmt;
+
+use ackstream_core::status::{Phase, SubscriberSnapshot};
+use metrics::{Label, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use super::Monitor;
+use super::conventions::{self as c, Metric};
+
+/// A Prometheus recorder of its own (nothing global is installed, so several apps, or tests,
+/// in one process keep their metrics apart).
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Metrics(..)")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A recorder with every metric described.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        for m in c::METRICS {
+            let unit = None;
+            match m.kind {
+                "counter" => recorder.describe_counter(m.name.into(), unit, m.help.into()),
+                _ => recorder.describe_gauge(m.name.into(), unit, m.help.into()),
+            }
+        }
+        Self { recorder, handle }
+    }
+
+    /// Writes `snapshots` into the recorder.
+    pub fn record(&self, snapshots: &[SubscriberSnapshot]) {
+        metrics::with_local_recorder(&self.recorder, || {
+            for sub in snapshots {
+                record_subscriber(sub);
+            }
+        });
+    }
+
+    /// The monitor's last sample, in Prometheus's text format.
+    pub fn render(&self, monitor: &Monitor) -> String {
+        self.record(&monitor.latest());
+        self.handle.render()
+    }
+}
+
+fn record_subscriber(sub: &SubscriberSnapshot) {
+    let group = sub.group.clone().unwrap_or_default();
+    let subscriber = vec![
+        Label::new(c::SYSTEM, c::KAFKA),
+        Label::new(c::GROUP, group.clone()),
+        Label::new(c::TOPIC, sub.name()),
+    ];
+    let up = f64::from(u8::from(sub.phase == Phase::Running));
+    metrics::gauge!(c::UP.name, subscriber.clone()).set(up);
+    let r = sub.rebalances;
+    for (outcome, n) in [
+        ("assigned", r.assigned),
+        ("revoked", r.revoked),
+        ("lost", r.lost),
+    ] {
+        counter(c::REBALANCES, &subscriber, Some(outcome), n);
+    }
+    for p in &sub.partitions {
+        let labels = vec![
+            Label::new(c::SYSTEM, c::KAFKA),
+            Label::new(c::GROUP, group.clone()),
+            Label::new(c::TOPIC, p.tp.topic.to_string()),
+            Label::new(c::PARTITION, p.tp.partition.to_string()),
+        ];
+        let n = &p.counts;
+        counter(c::CONSUMED, &labels, None, n.delivered);
+        counter(c::REDELIVERIES, &labels, None, n.redelivered);
+        counter(c::SETTLES, &labels, Some("ack"), n.acked);
+        counter(c::SETTLES, &labels, Some("nack"), n.nacked);
+        counter(c::SETTLES, &labels, Some("reject"), n.rejected);
+        counter(c::DEAD_LETTERED, &labels, None, n.dead_lettered);
+        counter(c::FAILURES, &labels, Some("error"), n.failed - n.panicked);
+        counter(c::FAILURES, &labels, Some("panic"), n.panicked);
+        counter(c::DECODE_FAILURES, &labels, None, n.decode_failed);
+        let gauge = |m: Metric, v: f64| metrics::gauge!(m.name, labels.clone()).set(v);
+        gauge(c::ASSIGNED, f64::from(u8::from(p.assigned)));
+        let offset = |o: Option<i64>| o.map_or(-1.0, |o| o as f64);
+        gauge(c::COMMITTABLE, offset(p.committable));
+        gauge(c::COMMITTED, offset(p.confirmed));
+        gauge(
+            c::FIRST_UNFINISHED,
+            offset(p.oldest_unfinished.map(|u| u.offset)),
+        );
+        gauge(
+            c::HELD_BACK,
+            p.oldest_unfinished.map_or(0.0, |u| u.age.as_secs_f64()),
+        );
+        gauge(c::IN_FLIGHT, p.unfinished as f64);
+        if let Some(lag) = p.lag() {
+            gauge(c::LAG, lag as f64);
+        }
+    }
+}
+
+fn counter(m: Metric, labels: &[Label], outcome: Option<&'static str>, value: u64) {
+    let mut labels = labels.to_vec();
+    if let (Some(name), Some(outcome)) = (m.extra_label, outcome) {
+        labels.push(Label::new(name, outcome));
+    }
+    metrics::counter!(m.name, labels).absolute(value);
+}
