@@ -61,7 +61,7 @@ async fn a_stuck_partition_shows_in_the_log_readiness_metrics_and_page_until_it_
     .await;
     assert_eq!(status, 503);
     assert!(
-        body.contains("stuck partition 0 stuck at offset 3 (attempt 1, running)"),
+        body.contains("stuck: partition stuck/0 stuck at offset 3 (attempt 1, running)"),
         "{body}"
     );
     let snapshot = &monitor.latest()[0];

@@ -184,7 +184,7 @@ impl Monitor {
                 && u.age >= self.0.stuck_after
             {
                 reasons.push(format!(
-                    "{}: {} partition {} stuck at offset {} (attempt {}, {}) for {:.1}s",
+                    "{}: partition {}/{} stuck at offset {} (attempt {}, {}) for {:.1}s",
                     sub.name(),
                     p.tp.topic,
                     p.tp.partition,

@@ -10,8 +10,8 @@ use super::Monitor;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}\
-table{border-collapse:collapse;font-size:.9em}\
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}\
+table{border-collapse:collapse;font-size:.85em}\
+th,td{border:1px solid #ccc;padding:.25em .45em;text-align:right}\
 th{background:#f0f0f0}td.l{text-align:left}\
 tr.stuck td{background:#fde2e2;font-weight:bold}\
 tr.gone td{color:#999}\
