@@ -23,6 +23,8 @@ use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
 use crate::status::SubscriberStatus;
 use crate::subscriber::{Declare, Declared, Inherited, Registry, SubscriberBuilder};
+use crate::trace::{self, Tracing};
+use tracing::Instrument;
 
 /// The machinery every broker shares: its backend and its registered subscribers.
 pub struct BrokerCore<B: Backend> {
@@ -39,6 +41,8 @@ struct Inner<B: Backend> {
     observers: Vec<Observer>,
     /// Layers around every subscriber's own (see [`Broker::layer`]).
     layers: Layers,
+    /// Spans and trace propagation (see [`Broker::trace`]).
+    tracing: Option<Tracing>,
 }
 
 impl<B: Backend> fmt::Debug for BrokerCore<B> {
@@ -64,6 +68,7 @@ impl<B: Backend> BrokerCore<B> {
                 default_policy: AckPolicy::default(),
                 observers: Vec::new(),
                 layers: Layers::default(),
+                tracing: None,
             }),
         }
     }
@@ -164,6 +169,7 @@ impl<B: Backend> Runnable for BrokerCore<B> {
             drain_timeout,
             layers: inner.layers.clone(),
             status: Arc::new(SubscriberStatus::new(Vec::new(), None)),
+            tracing: inner.tracing.clone(),
         };
         inner
             .subscriptions
@@ -259,13 +265,15 @@ pub trait Broker: Clone + Send + Sync + 'static {
         Publish {
             backend: self.core().backend().clone(),
             record: OutgoingRecord::new(topic, payload),
+            tracing: self.core().inner().tracing.clone(),
         }
     }
 
     /// A publisher to `topic`: cloneable, with defaults (key, headers, partition), for `main`
     /// and for handlers (as state).
     fn publisher(&self, topic: impl Into<String>) -> Publisher<Self::Backend> {
-        Publisher::new(self.core().backend().clone(), topic.into())
+        let tracing = self.core().inner().tracing.clone();
+        Publisher::new(self.core().backend().clone(), topic.into(), tracing)
     }
 
     /// Starts publishing `value` as JSON to `topic`.
@@ -307,6 +315,14 @@ pub trait Broker: Clone + Send + Sync + 'static {
         self
     }
 
+    /// Traces this broker's subscribers and publishes: a span per delivered record and per
+    /// publish after OpenTelemetry's messaging conventions, and trace context in headers when
+    /// `tracing` has a propagator (see [`trace`](crate::trace)). Applies to subscribers
+    /// started, and publishers made, after the call.
+    fn trace(&self, tracing: Tracing) {
+        self.core().inner().tracing = Some(tracing);
+    }
+
     /// Calls `f` with every [`Event`] of this broker's subscribers (deliveries, settles,
     /// stored offsets, assignments). Applies to runs started afterwards.
     fn observe(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
@@ -319,6 +335,7 @@ pub trait Broker: Clone + Send + Sync + 'static {
 pub struct Publish<B: Backend> {
     backend: Arc<B>,
     record: OutgoingRecord,
+    tracing: Option<Tracing>,
 }
 
 impl<B: Backend> fmt::Debug for Publish<B> {
@@ -355,6 +372,8 @@ impl<B: Backend> IntoFuture for Publish<B> {
     type IntoFuture = BoxFuture<'static, Self::Output>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.backend.publish(self.record).await })
+        let mut record = self.record;
+        let span = trace::sending(self.tracing.as_ref(), &mut record);
+        Box::pin(async move { self.backend.publish(record).await }.instrument(span))
     }
 }

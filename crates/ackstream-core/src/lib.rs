@@ -40,6 +40,7 @@ mod shutdown;
 mod state;
 pub mod status;
 mod subscriber;
+pub mod trace;
 pub mod tracker;
 
 pub use admin::Admin;

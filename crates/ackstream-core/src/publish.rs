@@ -8,6 +8,8 @@ use bytes::Bytes;
 use crate::backend::Backend;
 use crate::error::BackendError;
 use crate::record::{Header, OutgoingRecord, RecordPosition};
+use crate::trace::{self, Tracing};
+use tracing::Instrument;
 
 /// Publishes to one topic with defaults (key, headers, partition, timestamp); made by
 /// [`Broker::publisher`](crate::Broker::publisher). Cheap to clone: give one to handlers as
@@ -29,6 +31,7 @@ pub struct Publisher<B: Backend> {
     backend: Arc<B>,
     defaults: OutgoingRecord,
     confirm: bool,
+    tracing: Option<Tracing>,
 }
 
 impl<B: Backend> Clone for Publisher<B> {
@@ -37,6 +40,7 @@ impl<B: Backend> Clone for Publisher<B> {
             backend: self.backend.clone(),
             defaults: self.defaults.clone(),
             confirm: self.confirm,
+            tracing: self.tracing.clone(),
         }
     }
 }
@@ -51,11 +55,12 @@ impl<B: Backend> fmt::Debug for Publisher<B> {
 }
 
 impl<B: Backend> Publisher<B> {
-    pub(crate) fn new(backend: Arc<B>, topic: String) -> Self {
+    pub(crate) fn new(backend: Arc<B>, topic: String, tracing: Option<Tracing>) -> Self {
         Self {
             backend,
             defaults: OutgoingRecord::new(topic, Bytes::new()),
             confirm: true,
+            tracing,
         }
     }
 
@@ -113,16 +118,25 @@ impl<B: Backend> Publisher<B> {
     ) -> Result<Option<RecordPosition>, BackendError> {
         let mut record = self.defaults.clone();
         record.payload = payload.into();
+        let span = trace::sending(self.tracing.as_ref(), &mut record);
         if self.confirm {
-            return self.backend.publish(record).await.map(Some);
+            return self
+                .backend
+                .publish(record)
+                .instrument(span)
+                .await
+                .map(Some);
         }
         let backend = self.backend.clone();
-        tokio::spawn(async move {
-            let topic = record.topic.clone();
-            if let Err(error) = backend.publish(record).await {
-                tracing::warn!(%topic, %error, "publish without confirmation failed");
+        tokio::spawn(
+            async move {
+                let topic = record.topic.clone();
+                if let Err(error) = backend.publish(record).await {
+                    tracing::warn!(%topic, %error, "publish without confirmation failed");
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(None)
     }
 

@@ -15,7 +15,7 @@ pub use ackstream_core::{
     IntoOutcome, KafkaMessage, KeepOrder, MessageService, NackAfter, NackMessage, OffsetReset,
     Outcome, OutgoingRecord, Output, Publish, Publisher, Record, RecordPosition, RejectMessage,
     Response, Router, SettleError, SettleStatus, StateMap, SubscriberBuilder, TopicPartition,
-    call_when_ready, dead_letter, event, extract, response, status,
+    call_when_ready, dead_letter, event, extract, response, status, trace,
 };
 pub use app::{App, AppError, DEFAULT_DRAIN_TIMEOUT, RunningApp, ShutdownHandle};
 

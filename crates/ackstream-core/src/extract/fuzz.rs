@@ -24,6 +24,8 @@ fn message(
         observer: None,
         dead_letters: None,
         outputs: None,
+        tracing: None,
+        group: None,
     });
     let ctx = Arc::new(PartitionContext::new(tp, Arc::new(NoCommit), config, false));
     let crate::settle::Delivery::Accepted(delivered) = ctx.deliver(0) else {

@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Consumer, ConsumerEvent, OffsetStore, PartitionFeed};
+use crate::backend::{
+    Backend, Consumer, ConsumerEvent, DeliveryCallback, OffsetStore, PartitionFeed,
+};
 use crate::config::SubscriberConfig;
 use crate::dead_letter::DeadLetters;
 use crate::error::BackendError;
@@ -36,8 +38,10 @@ use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
 use crate::settle::output::Outputs;
 use crate::settle::{EnqueueFn, PartitionContext, PublishFn, SettleConfig};
+use crate::trace;
 use subscription::StartContext;
 use task::PartitionTask;
+use tracing::Instrument;
 
 struct Worker {
     ctx: Arc<PartitionContext>,
@@ -75,21 +79,43 @@ where
     B: Backend,
     S: Clone + Send + Sync + 'static,
 {
+    let config = match &ctx.tracing {
+        // Trace context comes in headers: read them whatever the handler takes.
+        Some(_) if !config.reads_headers => Arc::new(SubscriberConfig {
+            reads_headers: true,
+            ..(*config).clone()
+        }),
+        _ => config,
+    };
     let mut consumer = backend.consumer(&config).await?;
     ctx.status.running();
     let offsets = consumer.offset_store();
     let publish: Arc<PublishFn> = {
         let backend = backend.clone();
-        Arc::new(move |record| {
+        let tracing = ctx.tracing.clone();
+        Arc::new(move |mut record| {
             let backend = backend.clone();
-            Box::pin(async move { backend.publish(record).await })
+            let span = trace::sending(tracing.as_ref(), &mut record);
+            Box::pin(async move { backend.publish(record).await }.instrument(span))
         })
     };
     let dead_letters =
         (config.dead_letter_topic.as_deref()).map(|topic| DeadLetters::new(topic, publish.clone()));
     let enqueue: Arc<EnqueueFn> = {
         let backend = backend.clone();
-        Arc::new(move |record, done| Box::pin(backend.clone().publish_then(record, done)))
+        let tracing = ctx.tracing.clone();
+        Arc::new(move |mut record, done| match &tracing {
+            None => Box::pin(backend.clone().publish_then(record, done)),
+            Some(t) => {
+                // The span lasts until the broker's answer.
+                let span = t.send_span(&mut record);
+                let done: DeliveryCallback = Box::new(move |result| {
+                    let _span = span;
+                    done(result);
+                });
+                Box::pin(backend.clone().publish_then(record, done))
+            }
+        })
     };
     let outputs = (!config.publish_to.is_empty() || config.replies)
         .then(|| Outputs::new(&config.publish_to, config.replies, publish, enqueue));
@@ -98,6 +124,8 @@ where
         observer: ctx.observer.clone(),
         dead_letters,
         outputs,
+        tracing: ctx.tracing.clone(),
+        group: config.group_id.as_deref().map(Arc::from),
     });
     let group: Option<Arc<str>> = config.group_id.as_deref().map(Arc::from);
     let emit = |event: Event| {

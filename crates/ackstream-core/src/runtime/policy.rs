@@ -5,6 +5,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use tracing::Instrument;
 
 use crate::AckPolicy;
 use crate::config::SubscriberConfig;
@@ -24,6 +25,27 @@ pub(super) async fn process<S: MessageService>(
     service: &mut S,
     config: &SubscriberConfig,
 ) {
+    if let Some(tracing) = &msg.context().config.tracing {
+        return traced(msg, service, config, tracing).await;
+    }
+    run(msg, service, config).await;
+}
+
+/// [`process`] inside the delivery's span (boxed: only traced subscribers pay for its state).
+#[inline(never)]
+async fn traced<S: MessageService>(
+    msg: &KafkaMessage,
+    service: &mut S,
+    config: &SubscriberConfig,
+    tracing: &crate::trace::Tracing,
+) {
+    let group = msg.context().config.group.as_deref();
+    let span = tracing.process_span(msg.record(), group, msg.attempt());
+    Box::pin(run(msg, service, config).instrument(span)).await;
+}
+
+#[inline(always)]
+async fn run<S: MessageService>(msg: &KafkaMessage, service: &mut S, config: &SubscriberConfig) {
     if config.ack_policy == AckPolicy::AckFirst {
         // An ack is applied at once: the settle rule never dead-letters one.
         let _ = msg.settle_with(Disposition::Ack, None);
@@ -211,6 +233,7 @@ fn resolve<'a>(
                 msg.attempt()
             );
             ctx.count(|c| c.failed += 1);
+            ctx.trace_failure("error", &error.to_string());
             ctx.emit(|| Event::HandlerFailed {
                 tp: ctx.tp.clone(),
                 offset: msg.offset(),
@@ -234,6 +257,7 @@ fn resolve<'a>(
                 c.failed += 1;
                 c.panicked += 1;
             });
+            ctx.trace_failure("panic", &message);
             ctx.emit(|| Event::HandlerFailed {
                 tp: ctx.tp.clone(),
                 offset: msg.offset(),
@@ -253,6 +277,7 @@ fn resolve<'a>(
                 "record cannot be decoded; handler not called"
             );
             ctx.count(|c| c.decode_failed += 1);
+            ctx.trace_failure("decode", &rejection.to_string());
             ctx.emit(|| Event::DecodeFailed {
                 tp: ctx.tp.clone(),
                 offset: msg.offset(),

@@ -26,6 +26,8 @@ pub(crate) struct StartContext {
     pub(crate) layers: Layers,
     /// This subscriber's status (each subscriber is started with its own).
     pub(crate) status: Arc<crate::status::SubscriberStatus>,
+    /// The broker's tracing, if any.
+    pub(crate) tracing: Option<crate::trace::Tracing>,
 }
 
 /// A registered subscriber, its handler type erased.

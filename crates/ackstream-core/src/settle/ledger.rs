@@ -245,6 +245,13 @@ impl PartitionContext {
         f(&mut self.ledger().counts);
     }
 
+    /// Records a failure on the current span (the delivery's), when traced.
+    pub(crate) fn trace_failure(&self, kind: &'static str, reason: &str) {
+        if self.config.tracing.is_some() {
+            crate::trace::record_failure(kind, reason);
+        }
+    }
+
     /// What the partition looks like now: its committable offset, how many delivered records
     /// are unfinished, the oldest of them, and the counts of this assignment.
     pub(crate) fn look(&self) -> Look {
@@ -292,6 +299,15 @@ impl PartitionContext {
         // the order the tracker saw them; a settle's `Settled` comes first, then what it caused
         // (`OffsetStored`, `HeldBack`).
         let settled = |status: SettleStatus| {
+            if self.config.tracing.is_some()
+                && let SettleStatus::Settled(d) = status
+            {
+                crate::trace::record_settle(match d {
+                    Disposition::Ack => "ack",
+                    Disposition::Reject => "reject",
+                    Disposition::Nack { .. } => "nack",
+                });
+            }
             self.emit(|| Event::Settled {
                 tp: self.tp.clone(),
                 offset,

@@ -47,6 +47,10 @@ pub(crate) struct SettleConfig {
     pub(crate) dead_letters: Option<dead_letter::DeadLetters>,
     /// Where return values go (`None`: nowhere, not even to a `reply_to`).
     pub(crate) outputs: Option<output::Outputs>,
+    /// The broker's tracing: each delivery's span, settles recorded on it.
+    pub(crate) tracing: Option<crate::trace::Tracing>,
+    /// The subscriber's group (for spans).
+    pub(crate) group: Option<std::sync::Arc<str>>,
 }
 
 /// The erased backend publish the settle rule waits on (dead letters, `publish_only` outputs).

@@ -99,6 +99,8 @@ mod cancelled {
             observer: None,
             dead_letters: Some(letters),
             outputs: None,
+            tracing: None,
+            group: None,
         });
         let stored = Stored::default();
         let tp = TopicPartition::new("t", 0);

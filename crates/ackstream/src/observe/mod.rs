@@ -30,6 +30,8 @@ pub mod conventions;
 pub(crate) mod http;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "http")]
 mod page;
 

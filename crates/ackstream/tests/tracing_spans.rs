@@ -1,0 +1,202 @@
+//! Spans after OpenTelemetry's messaging conventions, checked with the OpenTelemetry SDK's
+//! in-memory exporter behind `tracing-opentelemetry`: a record published, consumed, its return
+//! value published and consumed again is one trace (each `process` span the child of the
+//! `send` span whose context its record carried), or linked traces; attributes and settles
+//! are on the spans.
+
+use std::time::Duration;
+
+use ackstream::memory::MemoryBroker;
+use ackstream::prelude::*;
+use ackstream::trace::attributes;
+use opentelemetry::trace::{SpanKind, TracerProvider as _};
+use opentelemetry::{Key, Value};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::layer::SubscriberExt;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Installs an OpenTelemetry layer on this thread; returns what it exported so far.
+fn exporter() -> (
+    InMemorySpanExporter,
+    SdkTracerProvider,
+    tracing::subscriber::DefaultGuard,
+) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+    let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    (exporter, provider, guard)
+}
+
+fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == Key::from(key.to_owned()))
+        .map(|kv| &kv.value)
+}
+
+fn text(span: &SpanData, key: &str) -> String {
+    attribute(span, key)
+        .map(|v| v.as_str().into_owned())
+        .unwrap_or_else(|| panic!("{key} on {}: {:?}", span.name, span.attributes))
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "a span {name} in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// A pipeline: `in` → (return value) → `out` → a second subscriber; a record published to
+/// `in` from a client span; returns once both subscribers settled.
+async fn pipeline(tracing: ackstream::trace::Tracing) {
+    let broker = MemoryBroker::new();
+    broker.trace(tracing);
+    broker
+        .subscriber("in")
+        .group_id("transform")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .publish_to("out")
+        .handle(|body: String| async move { body.to_uppercase() });
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    broker
+        .subscriber("out")
+        .group_id("sink")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .handle(move |body: String| {
+            let done = done.clone();
+            async move {
+                let _ = done.send(body);
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    use tracing::Instrument;
+    async { broker.publish("in", "hello").key("k1").await.unwrap() }
+        .instrument(tracing::info_span!("client"))
+        .await;
+    let body = tokio::time::timeout(WAIT, finished.recv()).await.unwrap();
+    assert_eq!(body.as_deref(), Some("HELLO"));
+    tokio::time::timeout(WAIT, broker.wait_committed("sink", "out", 1))
+        .await
+        .unwrap();
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_trace_follows_a_record_through_a_pipeline() {
+    let (exporter, provider, _guard) = exporter();
+    pipeline(ackstream::observe::otel::tracing()).await;
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    let client = named(&spans, "client");
+    let send_in = named(&spans, "send in");
+    let process_in = named(&spans, "process in");
+    let send_out = named(&spans, "send out");
+    let process_out = named(&spans, "process out");
+    let trace = client.span_context.trace_id();
+    for s in [send_in, process_in, send_out, process_out] {
+        assert_eq!(
+            s.span_context.trace_id(),
+            trace,
+            "{} in the client's trace",
+            s.name
+        );
+    }
+    assert_eq!(send_in.parent_span_id, client.span_context.span_id());
+    assert_eq!(process_in.parent_span_id, send_in.span_context.span_id());
+    assert!(
+        process_in.parent_span_is_remote,
+        "the parent came through the record's headers"
+    );
+    assert_eq!(send_out.parent_span_id, process_in.span_context.span_id());
+    assert_eq!(process_out.parent_span_id, send_out.span_context.span_id());
+    assert_eq!(send_in.span_kind, SpanKind::Producer);
+    assert_eq!(process_in.span_kind, SpanKind::Consumer);
+
+    assert_eq!(text(process_in, attributes::SYSTEM), "kafka");
+    assert_eq!(text(process_in, attributes::OPERATION_TYPE), "process");
+    assert_eq!(text(process_in, attributes::DESTINATION), "in");
+    assert_eq!(text(process_in, attributes::PARTITION), "0");
+    assert_eq!(text(process_in, attributes::GROUP), "transform");
+    assert_eq!(text(process_in, attributes::KEY), "k1");
+    assert_eq!(
+        attribute(process_in, attributes::OFFSET),
+        Some(&Value::I64(0))
+    );
+    assert_eq!(
+        attribute(process_in, attributes::ATTEMPT),
+        Some(&Value::I64(1))
+    );
+    assert_eq!(
+        text(process_in, attributes::SETTLE),
+        "ack",
+        "acked once its output was confirmed"
+    );
+    assert_eq!(text(process_out, attributes::SETTLE), "ack");
+    assert_eq!(text(send_out, attributes::DESTINATION), "out");
+    assert!(attribute(process_in, attributes::ERROR_TYPE).is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_consumer_span_can_link_to_its_producer_instead() {
+    let (exporter, provider, _guard) = exporter();
+    pipeline(ackstream::observe::otel::tracing().link_to_producer()).await;
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    let send_in = named(&spans, "send in");
+    let process_in = named(&spans, "process in");
+    assert_ne!(
+        process_in.span_context.trace_id(),
+        send_in.span_context.trace_id()
+    );
+    let links = &process_in.links.links;
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(
+        links[0].span_context.span_id(),
+        send_in.span_context.span_id()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_delivery_records_its_error_and_nack_and_the_retry_its_ack() {
+    let (exporter, provider, _guard) = exporter();
+    let broker = MemoryBroker::new();
+    broker.trace(ackstream::trace::Tracing::spans());
+    broker.publish("flaky", "x").await.unwrap();
+    broker
+        .subscriber("flaky")
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .retry_backoff(ackstream::Backoff::none())
+        .handle(|msg: KafkaMessage| async move {
+            if msg.attempt() == 1 {
+                return Err(HandlerError::from("not yet"));
+            }
+            Ok(())
+        });
+    let app = App::new(broker.clone()).spawn();
+    tokio::time::timeout(WAIT, broker.wait_committed("g", "flaky", 1))
+        .await
+        .unwrap();
+    app.shutdown().await.unwrap();
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    let process: Vec<&SpanData> = spans.iter().filter(|s| s.name == "process flaky").collect();
+    assert_eq!(process.len(), 2, "one span per delivery");
+    let (first, second) = (process[0], process[1]);
+    assert_eq!(attribute(first, attributes::ATTEMPT), Some(&Value::I64(1)));
+    assert_eq!(text(first, attributes::ERROR_TYPE), "error");
+    assert_eq!(text(first, attributes::REASON), "not yet");
+    assert_eq!(text(first, attributes::SETTLE), "nack");
+    assert_eq!(attribute(second, attributes::ATTEMPT), Some(&Value::I64(2)));
+    assert_eq!(text(second, attributes::SETTLE), "ack");
+}
