@@ -163,6 +163,12 @@ pub trait OffsetStore: Send + Sync + 'static {
     fn confirmed(&self, _tp: &TopicPartition) -> Option<i64> {
         None
     }
+
+    /// How many commits the broker answered so far: confirmed, and failed (`None`: the
+    /// backend does not commit in round trips, as the in-memory broker).
+    fn commits(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// One partition's committable offset, as the runtime moves it.

@@ -43,6 +43,8 @@ struct Inner<B: Backend> {
     layers: Layers,
     /// Spans and trace propagation (see [`Broker::trace`]).
     tracing: Option<Tracing>,
+    /// Whether handler durations are sampled (see [`Runnable::time_handlers`]).
+    timed: bool,
 }
 
 impl<B: Backend> fmt::Debug for BrokerCore<B> {
@@ -69,6 +71,7 @@ impl<B: Backend> BrokerCore<B> {
                 observers: Vec::new(),
                 layers: Layers::default(),
                 tracing: None,
+                timed: false,
             }),
         }
     }
@@ -145,6 +148,10 @@ pub trait Runnable: Send + Sync + 'static {
     /// Each subscriber's live status, in the order they were registered (the same objects
     /// across starts).
     fn statuses(&self) -> Vec<Arc<SubscriberStatus>>;
+
+    /// Samples handler durations from the next start on (one delivery in
+    /// [`SAMPLE_EVERY`](crate::event::SAMPLE_EVERY)), for a duration histogram.
+    fn time_handlers(&self);
 }
 
 impl<B: Backend> Runnable for BrokerCore<B> {
@@ -170,6 +177,7 @@ impl<B: Backend> Runnable for BrokerCore<B> {
             layers: inner.layers.clone(),
             status: Arc::new(SubscriberStatus::new(Vec::new(), None)),
             tracing: inner.tracing.clone(),
+            timed: inner.timed,
         };
         inner
             .subscriptions
@@ -187,6 +195,10 @@ impl<B: Backend> Runnable for BrokerCore<B> {
 
     fn statuses(&self) -> Vec<Arc<SubscriberStatus>> {
         self.inner().statuses.clone()
+    }
+
+    fn time_handlers(&self) {
+        self.inner().timed = true;
     }
 }
 

@@ -151,3 +151,55 @@ impl Counts {
         self.decode_failed += other.decode_failed;
     }
 }
+
+/// The upper bounds (seconds) of the handler-duration histogram's buckets (a last, unbounded
+/// bucket follows).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Handler durations of one partition, sampled (see [`SAMPLE_EVERY`]): how many fell in each
+/// bucket of [`DURATION_BUCKETS`] (and above the last), and their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Durations {
+    /// Counts per bucket (not cumulative); the last is above every bound.
+    pub buckets: [u64; 15],
+    /// The sum of the sampled durations, in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+/// One delivery in this many (by offset) is timed: reading the clock twice for every record
+/// would cost more than the rest of the per-record path's bookkeeping.
+pub const SAMPLE_EVERY: i64 = 8;
+
+impl Durations {
+    /// How many durations were sampled.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: &Durations) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_nanos += other.sum_nanos;
+    }
+
+    /// The sum of the sampled durations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_nanos as f64 / 1e9
+    }
+
+    /// Counts one duration.
+    pub fn record(&mut self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum_nanos += u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    }
+}

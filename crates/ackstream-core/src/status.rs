@@ -21,8 +21,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::backend::OffsetStore;
 use crate::error::BackendError;
-use crate::event::Counts;
+use crate::event::{Counts, Durations};
 use crate::record::TopicPartition;
 use crate::settle::PartitionContext;
 pub use crate::tracker::Holder;
@@ -101,6 +102,8 @@ pub struct PartitionSnapshot {
     pub oldest_unfinished: Option<Unfinished>,
     /// What happened to its records, over every assignment of it to this subscriber.
     pub counts: Counts,
+    /// Its sampled handler durations, over every assignment (empty unless timed).
+    pub durations: Durations,
 }
 
 impl PartitionSnapshot {
@@ -126,6 +129,9 @@ pub struct SubscriberSnapshot {
     pub phase: Phase,
     /// Its rebalances so far.
     pub rebalances: Rebalances,
+    /// Commits the broker answered (confirmed, failed) over the current run, where the backend
+    /// commits in round trips (Kafka).
+    pub commits: Option<(u64, u64)>,
     /// Every partition it has been assigned, in order.
     pub partitions: Vec<PartitionSnapshot>,
 }
@@ -156,6 +162,8 @@ pub struct SubscriberStatus {
 #[derive(Default)]
 struct Inner {
     phase: Option<Phase>,
+    /// The running consumer's offset store (for commit counts).
+    offsets: Option<Arc<dyn OffsetStore>>,
     rebalances: Rebalances,
     partitions: BTreeMap<TopicPartition, Slot>,
 }
@@ -166,6 +174,8 @@ struct Slot {
     live: Option<Arc<PartitionContext>>,
     /// Counts of the assignments that ended.
     ended: Counts,
+    /// Durations of the assignments that ended.
+    ended_durations: Durations,
     /// The oldest unfinished record seen by the last snapshot, and when a snapshot first saw it.
     front: Option<(i64, Instant)>,
 }
@@ -207,6 +217,7 @@ impl SubscriberStatus {
             group: self.group.clone(),
             phase: inner.phase.clone().unwrap_or(Phase::Starting),
             rebalances: inner.rebalances,
+            commits: inner.offsets.as_ref().and_then(|o| o.commits()),
             partitions,
         }
     }
@@ -215,8 +226,10 @@ impl SubscriberStatus {
         self.inner().phase = Some(Phase::Starting);
     }
 
-    pub(crate) fn running(&self) {
-        self.inner().phase = Some(Phase::Running);
+    pub(crate) fn running(&self, offsets: &Arc<dyn OffsetStore>) {
+        let mut inner = self.inner();
+        inner.phase = Some(Phase::Running);
+        inner.offsets = Some(offsets.clone());
     }
 
     pub(crate) fn ended(&self, result: &Result<(), BackendError>) {
@@ -257,13 +270,16 @@ impl Slot {
     /// Folds the live assignment's counts into the ended ones.
     fn end(&mut self) {
         if let Some(ctx) = self.live.take() {
-            self.ended.add(&ctx.look().counts);
+            let look = ctx.look();
+            self.ended.add(&look.counts);
+            self.ended_durations.add(&look.durations);
         }
         self.front = None;
     }
 
     fn snapshot(&mut self, tp: &TopicPartition, now: Instant) -> PartitionSnapshot {
         let mut counts = self.ended;
+        let mut durations = self.ended_durations;
         let Some(ctx) = &self.live else {
             return PartitionSnapshot {
                 tp: tp.clone(),
@@ -274,10 +290,12 @@ impl Slot {
                 unfinished: 0,
                 oldest_unfinished: None,
                 counts,
+                durations,
             };
         };
         let look = ctx.look();
         counts.add(&look.counts);
+        durations.add(&look.durations);
         let oldest_unfinished = look.oldest_unfinished.map(|(offset, attempt, holder)| {
             let since = match self.front {
                 Some((seen, since)) if seen == offset => since,
@@ -303,6 +321,7 @@ impl Slot {
             unfinished: look.unfinished,
             oldest_unfinished,
             counts,
+            durations,
         }
     }
 }

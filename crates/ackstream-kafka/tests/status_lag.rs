@@ -64,6 +64,11 @@ async fn a_stuck_partition_on_kafka_shows_its_lag_and_confirmed_commit() {
     assert_eq!(p.lag(), Some(RECORDS - STUCK));
     let held = p.oldest_unfinished.expect("held");
     assert_eq!((held.offset, held.holder), (STUCK, Holder::Running));
+    let (confirmed, failed) = monitor.latest()[0]
+        .commits
+        .expect("Kafka counts its commits");
+    assert!(confirmed >= 1, "{STUCK} was confirmed by a commit");
+    assert_eq!(failed, 0);
     release.notify_one();
     app.shutdown().await.unwrap();
 }

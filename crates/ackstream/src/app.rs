@@ -175,6 +175,10 @@ impl App {
         let stop = Stop(stop);
         #[cfg(feature = "http")]
         if let Some(listener) = self.http.take() {
+            // `/metrics` has a duration histogram: sample handler durations.
+            for broker in &self.brokers {
+                broker.time_handlers();
+            }
             let listener = listener
                 .and_then(tokio::net::TcpListener::from_std)
                 .map_err(AppError::Http)?;

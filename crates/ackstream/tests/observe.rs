@@ -289,3 +289,57 @@ async fn a_partition_that_moved_away_keeps_its_counts_and_is_marked_unassigned()
     second.shutdown().await.unwrap();
     first.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn handler_durations_are_a_histogram_of_one_delivery_in_eight() {
+    let broker = MemoryBroker::new();
+    for i in 0..64 {
+        broker.publish("timed", format!("{i}")).await.unwrap();
+    }
+    broker
+        .subscriber("timed")
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::NackOnError)
+        .handle(|Offset(offset): Offset| async move {
+            if offset == 8 {
+                // Sampled (8 % 8 == 0) and slow: lands above 10 ms.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    let app = App::new(broker.clone()).http("127.0.0.1:0").spawn();
+    let addr = app.http_addr().unwrap();
+    tokio::time::timeout(support::WAIT, broker.wait_committed("g", "timed", 64))
+        .await
+        .unwrap();
+    let metrics = until("the histogram", async || {
+        let (_, m) = get(addr, "/metrics").await;
+        m.lines()
+            .any(|l| l.starts_with("messaging_process_duration_seconds_count") && l.ends_with(" 8"))
+            .then_some(m)
+    })
+    .await;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(metrics.contains("# TYPE messaging_process_duration_seconds histogram"));
+    assert_eq!(
+        value("messaging_process_duration_seconds_count{"),
+        8.0,
+        "offsets 0, 8, .., 56"
+    );
+    let under_10ms = "messaging_process_duration_seconds_bucket{messaging_system=\"kafka\",\
+        messaging_consumer_group_name=\"g\",messaging_destination_name=\"timed\",\
+        messaging_destination_partition_id=\"0\",le=\"0.01\"}";
+    assert_eq!(value(under_10ms), 7.0, "all but the slow one");
+    assert!(value("messaging_process_duration_seconds_sum{") >= 0.02);
+    app.shutdown().await.unwrap();
+}

@@ -26,6 +26,7 @@ fn message(
         outputs: None,
         tracing: None,
         group: None,
+        timed: false,
     });
     let ctx = Arc::new(PartitionContext::new(tp, Arc::new(NoCommit), config, false));
     let crate::settle::Delivery::Accepted(delivered) = ctx.deliver(0) else {

@@ -88,8 +88,8 @@ where
         _ => config,
     };
     let mut consumer = backend.consumer(&config).await?;
-    ctx.status.running();
     let offsets = consumer.offset_store();
+    ctx.status.running(&offsets);
     let publish: Arc<PublishFn> = {
         let backend = backend.clone();
         let tracing = ctx.tracing.clone();
@@ -126,6 +126,7 @@ where
         outputs,
         tracing: ctx.tracing.clone(),
         group: config.group_id.as_deref().map(Arc::from),
+        timed: ctx.timed,
     });
     let group: Option<Arc<str>> = config.group_id.as_deref().map(Arc::from);
     let emit = |event: Event| {

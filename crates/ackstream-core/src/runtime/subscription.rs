@@ -28,6 +28,8 @@ pub(crate) struct StartContext {
     pub(crate) status: Arc<crate::status::SubscriberStatus>,
     /// The broker's tracing, if any.
     pub(crate) tracing: Option<crate::trace::Tracing>,
+    /// Whether handler durations are sampled.
+    pub(crate) timed: bool,
 }
 
 /// A registered subscriber, its handler type erased.

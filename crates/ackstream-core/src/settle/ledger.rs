@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::SettleConfig;
 use crate::backend::{OffsetStore, PartitionOffset};
-use crate::event::{Counts, Event};
+use crate::event::{Counts, Durations, Event};
 use crate::interrupt::{Disposition, MAX_NACK_DELAY, SettleStatus};
 use crate::record::{Record, TopicPartition};
 use crate::tracker::{Delivered, DeliveryId, Holder, OffsetTracker, TrackerError};
@@ -50,6 +50,8 @@ struct Ledger {
     retries: Vec<Retry>,
     /// What happened to this assignment's records (read by status snapshots).
     counts: Counts,
+    /// Sampled handler durations (when the subscriber is timed).
+    durations: Durations,
 }
 
 /// A partition's state at one moment (see [`PartitionContext::look`]).
@@ -59,6 +61,7 @@ pub(crate) struct Look {
     pub(crate) unfinished: usize,
     pub(crate) oldest_unfinished: Option<(i64, u32, Holder)>,
     pub(crate) counts: Counts,
+    pub(crate) durations: Durations,
 }
 
 /// One assigned partition's shared state: the tracker, the retries, the offset store.
@@ -120,6 +123,7 @@ impl PartitionContext {
                 tracker,
                 retries: Vec::new(),
                 counts: Counts::default(),
+                durations: Durations::default(),
             }),
             retry_signal: Notify::new(),
             retry_pending: AtomicBool::new(false),
@@ -245,6 +249,18 @@ impl PartitionContext {
         f(&mut self.ledger().counts);
     }
 
+    /// Whether this delivery's handler is to be timed: the subscriber is timed and the offset
+    /// is one of the sampled (see [`SAMPLE_EVERY`](crate::event::SAMPLE_EVERY)).
+    #[inline]
+    pub(crate) fn times(&self, offset: i64) -> bool {
+        self.config.timed && offset % crate::event::SAMPLE_EVERY == 0
+    }
+
+    /// Counts a sampled handler duration.
+    pub(crate) fn timed(&self, d: std::time::Duration) {
+        self.ledger().durations.record(d);
+    }
+
     /// Records a failure on the current span (the delivery's), when traced.
     pub(crate) fn trace_failure(&self, kind: &'static str, reason: &str) {
         if self.config.tracing.is_some() {
@@ -261,6 +277,7 @@ impl PartitionContext {
             unfinished: ledger.tracker.unfinished(),
             oldest_unfinished: ledger.tracker.oldest_unfinished(),
             counts: ledger.counts,
+            durations: ledger.durations,
         }
     }
 

@@ -51,6 +51,8 @@ pub(crate) struct SettleConfig {
     pub(crate) tracing: Option<crate::trace::Tracing>,
     /// The subscriber's group (for spans).
     pub(crate) group: Option<std::sync::Arc<str>>,
+    /// Whether handler durations are sampled (for the duration histogram).
+    pub(crate) timed: bool,
 }
 
 /// The erased backend publish the settle rule waits on (dead letters, `publish_only` outputs).

@@ -101,6 +101,8 @@ mod cancelled {
             outputs: None,
             tracing: None,
             group: None,
+            timed: false,
+            timed: false,
         });
         let stored = Stored::default();
         let tp = TopicPartition::new("t", 0);

@@ -20,7 +20,7 @@
 //!   partition's stored offset is sent again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
 
 use ackstream_core::backend::{OffsetStore, PartitionOffset};
@@ -111,6 +111,9 @@ pub(crate) struct KafkaOffsets {
     coalesced_queued: AtomicBool,
     /// Each partition's high watermark, from librdkafka's latest statistics.
     high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
+    /// Commits answered so far: confirmed, and failed.
+    commits_ok: AtomicU64,
+    commits_failed: AtomicU64,
 }
 
 impl KafkaOffsets {
@@ -124,6 +127,8 @@ impl KafkaOffsets {
             requests: OnceLock::new(),
             coalesced_queued: AtomicBool::new(false),
             high_watermarks: Mutex::new(HashMap::new()),
+            commits_ok: AtomicU64::new(0),
+            commits_failed: AtomicU64::new(0),
         }
     }
 
@@ -285,8 +290,12 @@ impl KafkaOffsets {
     /// The result of a commit, as the commit thread gets it.
     fn on_commit_result(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
         match result {
-            Ok(()) => self.mark_confirmed(tpl),
+            Ok(()) => {
+                self.commits_ok.fetch_add(1, Ordering::Relaxed);
+                self.mark_confirmed(tpl);
+            }
             Err(e) => {
+                self.commits_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "commit failed; the offsets will be committed again");
                 self.mark_failed(tpl);
             }
@@ -374,6 +383,13 @@ impl OffsetStore for KafkaOffsets {
     fn confirmed(&self, tp: &TopicPartition) -> Option<i64> {
         let confirmed = self.entries().get(tp)?.confirmed;
         (confirmed != NONE).then_some(confirmed)
+    }
+
+    fn commits(&self) -> Option<(u64, u64)> {
+        Some((
+            self.commits_ok.load(Ordering::Relaxed),
+            self.commits_failed.load(Ordering::Relaxed),
+        ))
     }
 }
 

@@ -25,7 +25,7 @@ pub const PREFIX: &str = "ackstream_";
 pub struct Metric {
     /// The Prometheus name.
     pub name: &'static str,
-    /// `counter` or `gauge`.
+    /// `counter`, `gauge` or `histogram`.
     pub kind: &'static str,
     /// The labels it carries besides the partition's (`outcome`, or none).
     pub extra_label: Option<&'static str>,
@@ -61,6 +61,13 @@ pub const CONSUMED: Metric = counter(
     None,
     "Records delivered to the subscriber's handler (every attempt).",
 );
+/// Handler durations, sampled.
+pub const PROCESS_DURATION: Metric = Metric {
+    name: "messaging_process_duration_seconds",
+    kind: "histogram",
+    extra_label: None,
+    help: "Handler durations (with the settle), sampled: one delivery in 8, by offset, is timed.",
+};
 /// Settles applied, by outcome.
 pub const SETTLES: Metric = counter(
     "ackstream_settles_total",
@@ -132,6 +139,12 @@ pub const REBALANCES: Metric = counter(
     Some(OUTCOME),
     "Partitions assigned, revoked and lost, per subscriber.",
 );
+/// Commits answered, by outcome.
+pub const COMMITS: Metric = counter(
+    "ackstream_commits_total",
+    Some(OUTCOME),
+    "Commits the broker answered, by outcome: confirmed, failed (Kafka; per subscriber run).",
+);
 /// Whether the subscriber runs.
 pub const UP: Metric = gauge(
     "ackstream_subscriber_up",
@@ -141,6 +154,7 @@ pub const UP: Metric = gauge(
 /// Every metric, in the order the README lists them.
 pub const METRICS: &[Metric] = &[
     CONSUMED,
+    PROCESS_DURATION,
     SETTLES,
     REDELIVERIES,
     DEAD_LETTERED,
@@ -154,5 +168,6 @@ pub const METRICS: &[Metric] = &[
     IN_FLIGHT,
     LAG,
     REBALANCES,
+    COMMITS,
     UP,
 ];

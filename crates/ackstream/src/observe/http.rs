@@ -58,6 +58,7 @@ async fn live() -> &'static str {
 }
 
 async fn ready(State(s): State<Served>) -> Response {
+    s.monitor.sample();
     let readiness = s.monitor.readiness();
     if readiness.ready {
         (StatusCode::OK, "ready\n").into_response()
@@ -72,5 +73,6 @@ async fn ready(State(s): State<Served>) -> Response {
 }
 
 async fn status_page(State(s): State<Served>) -> Html<String> {
+    s.monitor.sample();
     Html(page::render(&s.monitor))
 }

@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use ackstream_core::event::DURATION_BUCKETS;
 use ackstream_core::status::{Phase, SubscriberSnapshot};
 use metrics::{Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -48,7 +49,9 @@ impl Metrics {
             let unit = None;
             match m.kind {
                 "counter" => recorder.describe_counter(m.name.into(), unit, m.help.into()),
-                _ => recorder.describe_gauge(m.name.into(), unit, m.help.into()),
+                "gauge" => recorder.describe_gauge(m.name.into(), unit, m.help.into()),
+                // Rendered from the ledger's fixed buckets (see `durations`).
+                _ => {}
             }
         }
         Self { recorder, handle }
@@ -63,10 +66,59 @@ impl Metrics {
         });
     }
 
-    /// The monitor's last sample, in Prometheus's text format.
+    /// A fresh sample of the monitor, in Prometheus's text format.
     pub fn render(&self, monitor: &Monitor) -> String {
-        self.record(&monitor.latest());
-        self.handle.render()
+        let latest = monitor.sample();
+        self.record(&latest);
+        let mut text = self.handle.render();
+        durations(&mut text, &latest);
+        text
+    }
+}
+
+/// The handler-duration histogram, in Prometheus's text format, from each partition's fixed
+/// buckets: kept by the ledger (bounded: 15 counts a partition), not as samples in the
+/// recorder, whose histograms hold every sample until a scrape.
+fn durations(text: &mut String, snapshots: &[SubscriberSnapshot]) {
+    use std::fmt::Write;
+    let m = c::PROCESS_DURATION;
+    let timed: Vec<_> = snapshots
+        .iter()
+        .flat_map(|s| s.partitions.iter().map(move |p| (s, p)))
+        .filter(|(_, p)| p.durations.count() > 0)
+        .collect();
+    if timed.is_empty() {
+        return;
+    }
+    let _ = writeln!(text, "# HELP {} {}", m.name, m.help);
+    let _ = writeln!(text, "# TYPE {} histogram", m.name);
+    for (sub, p) in timed {
+        let labels = format!(
+            "{}=\"{}\",{}=\"{}\",{}=\"{}\",{}=\"{}\"",
+            c::SYSTEM,
+            c::KAFKA,
+            c::GROUP,
+            sub.group.as_deref().unwrap_or(""),
+            c::TOPIC,
+            p.tp.topic,
+            c::PARTITION,
+            p.tp.partition
+        );
+        let d = &p.durations;
+        let mut cumulative = 0;
+        for (i, n) in d.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = DURATION_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(
+                text,
+                "{}_bucket{{{labels},le=\"{le}\"}} {cumulative}",
+                m.name
+            );
+        }
+        let _ = writeln!(text, "{}_sum{{{labels}}} {}", m.name, d.sum_seconds());
+        let _ = writeln!(text, "{}_count{{{labels}}} {}", m.name, d.count());
     }
 }
 
@@ -86,6 +138,10 @@ fn record_subscriber(sub: &SubscriberSnapshot) {
         ("lost", r.lost),
     ] {
         counter(c::REBALANCES, &subscriber, Some(outcome), n);
+    }
+    if let Some((confirmed, failed)) = sub.commits {
+        counter(c::COMMITS, &subscriber, Some("confirmed"), confirmed);
+        counter(c::COMMITS, &subscriber, Some("failed"), failed);
     }
     for p in &sub.partitions {
         let labels = vec![
