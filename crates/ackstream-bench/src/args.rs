@@ -7,7 +7,7 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
                        [--slow-partition N --slow-ms MS] [--config key=value]...
        ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
                        [--config key=value]...
-       ackstream-bench --memory --count N [--policy POLICY] [--no-consume]
+       ackstream-bench --memory --count N [--policy POLICY] [--no-consume] [--observe]
        ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
                        [--policy POLICY] [--concurrency K] [--ordering ORDERING]
                        [--fail-every F] [--handler-sleep-ms MS] [--partitions P]
@@ -27,6 +27,9 @@ consuming run) and prints `contents=<records>:<end>,...`, one pair per partition
 a timer of MS milliseconds (standing in for I/O) before it finishes. --slow-partition N makes
 the handler of partition N's records await --slow-ms MS instead (0: none), and the run measures
 the other partitions only: it ends when they are done and prints `others_msgs_per_s=`.
+--observe (a policy run, on Kafka or --memory) turns observability on as an app would: spans
+for every delivery (no subscriber installed: no exporter), and the HTTP endpoint with /metrics
+(the monitor's samples, the duration histogram's timing).
 --amplification nacks the first attempt of one record in F (default 10) and counts deliveries
 until every record succeeded once (POLICY default nack_on_error; not ack_first, which acks
 before the handler runs; with --memory, P partitions, default 4).
@@ -65,6 +68,8 @@ pub(crate) struct Args {
     pub(crate) memory: bool,
     /// With `memory`: publish only.
     pub(crate) no_consume: bool,
+    /// `--observe`: spans, metrics and the HTTP endpoint on.
+    pub(crate) observe: bool,
     /// `--partitions`: of the topic `--produce` creates (or of the in-memory one).
     pub(crate) partitions: i32,
     /// librdkafka settings for every client of every variant.
@@ -114,6 +119,7 @@ impl Args {
             keyed: false,
             memory: false,
             no_consume: false,
+            observe: false,
             partitions: 4,
             config: Vec::new(),
             amplification: false,
@@ -192,6 +198,7 @@ impl Args {
                 "--produce" => args.produce = true,
                 "--memory" => args.memory = true,
                 "--no-consume" => args.no_consume = true,
+                "--observe" => args.observe = true,
                 "-h" | "--help" => return Err("help requested".into()),
                 other => return Err(format!("unknown argument {other}")),
             }

@@ -200,6 +200,16 @@ pub(crate) fn read_contents(args: &args::Args) -> Result<contents::Contents, Str
     Ok(contents)
 }
 
+/// `app` with observability on, as `--observe` asks: spans (nobody listening: the cost of
+/// their existence, no exporter) and the HTTP endpoint (metrics sampled, durations timed).
+fn observed(app: ackstream::App, broker: &impl ackstream::Broker, args: &args::Args) -> ackstream::App {
+    if !args.observe {
+        return app;
+    }
+    broker.trace(ackstream::trace::Tracing::spans());
+    app.http("127.0.0.1:0")
+}
+
 fn main() {
     // Worker threads of the async runtime (default: tokio's, one per core).
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

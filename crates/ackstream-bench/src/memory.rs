@@ -73,7 +73,7 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
             std::future::ready(())
         });
     }
-    let app = App::new(broker.clone())
+    let app = crate::observed(App::new(broker.clone()), &broker, args)
         .drain_timeout(Duration::from_secs(10))
         .spawn();
     done.notified().await;
