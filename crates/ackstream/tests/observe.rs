@@ -343,3 +343,12 @@ async fn handler_durations_are_a_histogram_of_one_delivery_in_eight() {
     assert!(value("messaging_process_duration_seconds_sum{") >= 0.02);
     app.shutdown().await.unwrap();
 }
+
+#[test]
+fn the_readme_lists_every_metric() {
+    let readme = include_str!("../../../README.md");
+    for m in ackstream::observe::conventions::METRICS {
+        let row = format!("| `{}` | {} |", m.name, m.kind);
+        assert!(readme.contains(&row), "README's metric table lacks {row}");
+    }
+}
