@@ -202,7 +202,11 @@ pub(crate) fn read_contents(args: &args::Args) -> Result<contents::Contents, Str
 
 /// `app` with observability on, as `--observe` asks: spans (nobody listening: the cost of
 /// their existence, no exporter) and the HTTP endpoint (metrics sampled, durations timed).
-fn observed(app: ackstream::App, broker: &impl ackstream::Broker, args: &args::Args) -> ackstream::App {
+fn observed(
+    app: ackstream::App,
+    broker: &impl ackstream::Broker,
+    args: &args::Args,
+) -> ackstream::App {
     if !args.observe {
         return app;
     }

@@ -21,7 +21,7 @@ use crate::record::{Header, OutgoingRecord, RecordPosition};
 use crate::router::Router;
 use crate::runtime::subscription::{StartContext, Subscription};
 use crate::state::StateMap;
-use crate::status::SubscriberStatus;
+use crate::status::{PublishSnapshot, PublishStatus, SubscriberStatus};
 use crate::subscriber::{Declare, Declared, Inherited, Registry, SubscriberBuilder};
 use crate::trace::{self, Tracing};
 use tracing::Instrument;
@@ -45,6 +45,8 @@ struct Inner<B: Backend> {
     tracing: Option<Tracing>,
     /// Whether handler durations are sampled (see [`Runnable::time_handlers`]).
     timed: bool,
+    /// What this broker's publishes did.
+    publishes: Arc<PublishStatus>,
 }
 
 impl<B: Backend> fmt::Debug for BrokerCore<B> {
@@ -72,6 +74,7 @@ impl<B: Backend> BrokerCore<B> {
                 layers: Layers::default(),
                 tracing: None,
                 timed: false,
+                publishes: Arc::default(),
             }),
         }
     }
@@ -152,6 +155,9 @@ pub trait Runnable: Send + Sync + 'static {
     /// Samples handler durations from the next start on (one delivery in
     /// [`SAMPLE_EVERY`](crate::event::SAMPLE_EVERY)), for a duration histogram.
     fn time_handlers(&self);
+
+    /// What the broker's publishes did so far.
+    fn publishes(&self) -> PublishSnapshot;
 }
 
 impl<B: Backend> Runnable for BrokerCore<B> {
@@ -178,6 +184,7 @@ impl<B: Backend> Runnable for BrokerCore<B> {
             status: Arc::new(SubscriberStatus::new(Vec::new(), None)),
             tracing: inner.tracing.clone(),
             timed: inner.timed,
+            publishes: inner.publishes.clone(),
         };
         inner
             .subscriptions
@@ -199,6 +206,10 @@ impl<B: Backend> Runnable for BrokerCore<B> {
 
     fn time_handlers(&self) {
         self.inner().timed = true;
+    }
+
+    fn publishes(&self) -> PublishSnapshot {
+        self.inner().publishes.snapshot()
     }
 }
 
@@ -274,18 +285,31 @@ pub trait Broker: Clone + Send + Sync + 'static {
         topic: impl Into<String>,
         payload: impl Into<Bytes>,
     ) -> Publish<Self::Backend> {
+        let (tracing, publishes) = {
+            let inner = self.core().inner();
+            (inner.tracing.clone(), inner.publishes.clone())
+        };
         Publish {
             backend: self.core().backend().clone(),
             record: OutgoingRecord::new(topic, payload),
-            tracing: self.core().inner().tracing.clone(),
+            tracing,
+            publishes,
         }
     }
 
     /// A publisher to `topic`: cloneable, with defaults (key, headers, partition), for `main`
     /// and for handlers (as state).
     fn publisher(&self, topic: impl Into<String>) -> Publisher<Self::Backend> {
-        let tracing = self.core().inner().tracing.clone();
-        Publisher::new(self.core().backend().clone(), topic.into(), tracing)
+        let (tracing, publishes) = {
+            let inner = self.core().inner();
+            (inner.tracing.clone(), inner.publishes.clone())
+        };
+        Publisher::new(
+            self.core().backend().clone(),
+            topic.into(),
+            tracing,
+            publishes,
+        )
     }
 
     /// Starts publishing `value` as JSON to `topic`.
@@ -348,6 +372,7 @@ pub struct Publish<B: Backend> {
     backend: Arc<B>,
     record: OutgoingRecord,
     tracing: Option<Tracing>,
+    publishes: Arc<PublishStatus>,
 }
 
 impl<B: Backend> fmt::Debug for Publish<B> {
@@ -386,6 +411,7 @@ impl<B: Backend> IntoFuture for Publish<B> {
     fn into_future(self) -> Self::IntoFuture {
         let mut record = self.record;
         let span = trace::sending(self.tracing.as_ref(), &mut record);
-        Box::pin(async move { self.backend.publish(record).await }.instrument(span))
+        let (backend, publishes) = (self.backend, self.publishes);
+        Box::pin(async move { publishes.count(backend.publish(record)).await }.instrument(span))
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::backend::Backend;
 use crate::error::BackendError;
 use crate::record::{Header, OutgoingRecord, RecordPosition};
+use crate::status::PublishStatus;
 use crate::trace::{self, Tracing};
 use tracing::Instrument;
 
@@ -32,6 +33,7 @@ pub struct Publisher<B: Backend> {
     defaults: OutgoingRecord,
     confirm: bool,
     tracing: Option<Tracing>,
+    publishes: Arc<PublishStatus>,
 }
 
 impl<B: Backend> Clone for Publisher<B> {
@@ -41,6 +43,7 @@ impl<B: Backend> Clone for Publisher<B> {
             defaults: self.defaults.clone(),
             confirm: self.confirm,
             tracing: self.tracing.clone(),
+            publishes: self.publishes.clone(),
         }
     }
 }
@@ -55,12 +58,18 @@ impl<B: Backend> fmt::Debug for Publisher<B> {
 }
 
 impl<B: Backend> Publisher<B> {
-    pub(crate) fn new(backend: Arc<B>, topic: String, tracing: Option<Tracing>) -> Self {
+    pub(crate) fn new(
+        backend: Arc<B>,
+        topic: String,
+        tracing: Option<Tracing>,
+        publishes: Arc<PublishStatus>,
+    ) -> Self {
         Self {
             backend,
             defaults: OutgoingRecord::new(topic, Bytes::new()),
             confirm: true,
             tracing,
+            publishes,
         }
     }
 
@@ -120,18 +129,14 @@ impl<B: Backend> Publisher<B> {
         record.payload = payload.into();
         let span = trace::sending(self.tracing.as_ref(), &mut record);
         if self.confirm {
-            return self
-                .backend
-                .publish(record)
-                .instrument(span)
-                .await
-                .map(Some);
+            let publish = self.publishes.count(self.backend.publish(record));
+            return publish.instrument(span).await.map(Some);
         }
-        let backend = self.backend.clone();
+        let (backend, publishes) = (self.backend.clone(), self.publishes.clone());
         tokio::spawn(
             async move {
                 let topic = record.topic.clone();
-                if let Err(error) = backend.publish(record).await {
+                if let Err(error) = publishes.count(backend.publish(record)).await {
                     tracing::warn!(%topic, %error, "publish without confirmation failed");
                 }
             }

@@ -325,3 +325,61 @@ impl Slot {
         }
     }
 }
+
+/// What a broker's publishes did (publishers, `broker.publish`, return values, replies, dead
+/// letters): how many the broker confirmed and how many failed, and how long each took until
+/// its answer.
+#[derive(Debug, Default)]
+pub struct PublishStatus {
+    inner: Mutex<PublishSnapshot>,
+}
+
+/// A broker's publishes at the moment of a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishSnapshot {
+    /// Publishes the broker confirmed.
+    pub confirmed: u64,
+    /// Publishes that failed (refused, timed out, or abandoned).
+    pub failed: u64,
+    /// How long each took until the broker's answer (every publish is timed).
+    pub durations: Durations,
+}
+
+impl PublishSnapshot {
+    /// Adds `other` to this.
+    pub fn add(&mut self, other: &PublishSnapshot) {
+        self.confirmed += other.confirmed;
+        self.failed += other.failed;
+        self.durations.add(&other.durations);
+    }
+}
+
+impl PublishStatus {
+    /// The publishes so far.
+    pub fn snapshot(&self) -> PublishSnapshot {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one publish answered after `took`.
+    pub(crate) fn answered(&self, ok: bool, took: Duration) {
+        let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            s.confirmed += 1;
+        } else {
+            s.failed += 1;
+        }
+        s.durations.record(took);
+    }
+
+    /// `publish`, counted and timed.
+    pub(crate) async fn count<T>(
+        &self,
+        publish: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let started = Instant::now();
+        let result = publish.await;
+        self.answered(result.is_ok(), started.elapsed());
+        result
+    }
+}

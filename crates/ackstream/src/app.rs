@@ -110,8 +110,7 @@ impl App {
 
     /// The monitor of this app's subscribers (those registered so far).
     pub fn monitor(&self) -> Monitor {
-        let statuses = self.brokers.iter().flat_map(|b| b.statuses()).collect();
-        Monitor::new(statuses, self.stuck_after)
+        Monitor::of_brokers(&self.brokers, self.stuck_after)
     }
 
     /// Also runs another broker's subscribers.

@@ -352,3 +352,26 @@ fn the_readme_lists_every_metric() {
         assert!(readme.contains(&row), "README's metric table lacks {row}");
     }
 }
+
+#[tokio::test]
+async fn publishes_are_counted_by_outcome_and_timed() {
+    let broker = MemoryBroker::new();
+    // An app runs while it has a subscriber.
+    broker.subscriber("idle").handle(|_: String| async {});
+    let app = App::new(broker.clone()).http("127.0.0.1:0").spawn();
+    let addr = app.http_addr().unwrap();
+    let audit = broker.publisher("audit");
+    audit.publish("one").await.unwrap();
+    audit.publish("two").await.unwrap();
+    broker.publish("not a topic!", "x").await.unwrap_err();
+    let (_, metrics) = get(addr, "/metrics").await;
+    for line in [
+        "messaging_client_sent_messages_total{messaging_system=\"kafka\",outcome=\"confirmed\"} 2",
+        "messaging_client_sent_messages_total{messaging_system=\"kafka\",outcome=\"failed\"} 1",
+        "messaging_client_operation_duration_seconds_count{messaging_system=\"kafka\",\
+         messaging_operation_name=\"send\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    app.shutdown().await.unwrap();
+}

@@ -93,10 +93,11 @@ where
     let publish: Arc<PublishFn> = {
         let backend = backend.clone();
         let tracing = ctx.tracing.clone();
+        let publishes = ctx.publishes.clone();
         Arc::new(move |mut record| {
-            let backend = backend.clone();
+            let (backend, publishes) = (backend.clone(), publishes.clone());
             let span = trace::sending(tracing.as_ref(), &mut record);
-            Box::pin(async move { backend.publish(record).await }.instrument(span))
+            Box::pin(async move { publishes.count(backend.publish(record)).await }.instrument(span))
         })
     };
     let dead_letters =
@@ -104,17 +105,24 @@ where
     let enqueue: Arc<EnqueueFn> = {
         let backend = backend.clone();
         let tracing = ctx.tracing.clone();
-        Arc::new(move |mut record, done| match &tracing {
-            None => Box::pin(backend.clone().publish_then(record, done)),
-            Some(t) => {
-                // The span lasts until the broker's answer.
-                let span = t.send_span(&mut record);
-                let done: DeliveryCallback = Box::new(move |result| {
-                    let _span = span;
-                    done(result);
-                });
-                Box::pin(backend.clone().publish_then(record, done))
+        // Counted and timed only when observed: an output's hand-over is on the pipeline's
+        // per-record path.
+        let publishes = ctx.timed.then(|| ctx.publishes.clone());
+        Arc::new(move |mut record, done| {
+            if tracing.is_none() && publishes.is_none() {
+                return Box::pin(backend.clone().publish_then(record, done));
             }
+            // The span lasts until the broker's answer.
+            let span = trace::sending(tracing.as_ref(), &mut record);
+            let (publishes, started) = (publishes.clone(), std::time::Instant::now());
+            let done: DeliveryCallback = Box::new(move |result| {
+                if let Some(p) = publishes {
+                    p.answered(result.is_ok(), started.elapsed());
+                }
+                let _span = span;
+                done(result);
+            });
+            Box::pin(backend.clone().publish_then(record, done))
         })
     };
     let outputs = (!config.publish_to.is_empty() || config.replies)

@@ -30,6 +30,8 @@ pub(crate) struct StartContext {
     pub(crate) tracing: Option<crate::trace::Tracing>,
     /// Whether handler durations are sampled.
     pub(crate) timed: bool,
+    /// The broker's publish counts.
+    pub(crate) publishes: Arc<crate::status::PublishStatus>,
 }
 
 /// A registered subscriber, its handler type erased.

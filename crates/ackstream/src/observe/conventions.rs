@@ -145,6 +145,19 @@ pub const COMMITS: Metric = counter(
     Some(OUTCOME),
     "Commits the broker answered, by outcome: confirmed, failed (Kafka; per subscriber run).",
 );
+/// Publishes answered, by outcome.
+pub const SENT: Metric = counter(
+    "messaging_client_sent_messages_total",
+    Some(OUTCOME),
+    "Records published (publishers, return values, replies, dead letters), by outcome: confirmed, failed.",
+);
+/// How long publishes took.
+pub const SEND_DURATION: Metric = Metric {
+    name: "messaging_client_operation_duration_seconds",
+    kind: "histogram",
+    extra_label: None,
+    help: "How long each publish took until the broker's answer (messaging_operation_name=\"send\").",
+};
 /// Whether the subscriber runs.
 pub const UP: Metric = gauge(
     "ackstream_subscriber_up",
@@ -170,4 +183,6 @@ pub const METRICS: &[Metric] = &[
     REBALANCES,
     COMMITS,
     UP,
+    SENT,
+    SEND_DURATION,
 ];

@@ -12,9 +12,10 @@
 //! ```
 
 use std::fmt;
+use std::fmt::Write;
 
-use ackstream_core::event::DURATION_BUCKETS;
-use ackstream_core::status::{Phase, SubscriberSnapshot};
+use ackstream_core::event::{DURATION_BUCKETS, Durations};
+use ackstream_core::status::{Phase, PublishSnapshot, SubscriberSnapshot};
 use metrics::{Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -57,21 +58,36 @@ impl Metrics {
         Self { recorder, handle }
     }
 
-    /// Writes `snapshots` into the recorder.
-    pub fn record(&self, snapshots: &[SubscriberSnapshot]) {
+    /// Writes `snapshots` (and the brokers' `publishes`) into the recorder.
+    pub fn record(&self, snapshots: &[SubscriberSnapshot], publishes: &PublishSnapshot) {
         metrics::with_local_recorder(&self.recorder, || {
             for sub in snapshots {
                 record_subscriber(sub);
             }
+            let labels = vec![Label::new(c::SYSTEM, c::KAFKA)];
+            counter(c::SENT, &labels, Some("confirmed"), publishes.confirmed);
+            counter(c::SENT, &labels, Some("failed"), publishes.failed);
         });
     }
 
     /// A fresh sample of the monitor, in Prometheus's text format.
     pub fn render(&self, monitor: &Monitor) -> String {
         let latest = monitor.sample();
-        self.record(&latest);
+        let publishes = monitor.publishes();
+        self.record(&latest, &publishes);
         let mut text = self.handle.render();
         durations(&mut text, &latest);
+        if publishes.durations.count() > 0 {
+            let m = c::SEND_DURATION;
+            let _ = writeln!(text, "# HELP {} {}", m.name, m.help);
+            let _ = writeln!(text, "# TYPE {} histogram", m.name);
+            let labels = format!(
+                "{}=\"{}\",messaging_operation_name=\"send\"",
+                c::SYSTEM,
+                c::KAFKA
+            );
+            histogram(&mut text, m.name, &labels, &publishes.durations);
+        }
         text
     }
 }
@@ -80,7 +96,6 @@ impl Metrics {
 /// buckets: kept by the ledger (bounded: 15 counts a partition), not as samples in the
 /// recorder, whose histograms hold every sample until a scrape.
 fn durations(text: &mut String, snapshots: &[SubscriberSnapshot]) {
-    use std::fmt::Write;
     let m = c::PROCESS_DURATION;
     let timed: Vec<_> = snapshots
         .iter()
@@ -104,22 +119,22 @@ fn durations(text: &mut String, snapshots: &[SubscriberSnapshot]) {
             c::PARTITION,
             p.tp.partition
         );
-        let d = &p.durations;
-        let mut cumulative = 0;
-        for (i, n) in d.buckets.iter().enumerate() {
-            cumulative += n;
-            let le = DURATION_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(
-                text,
-                "{}_bucket{{{labels},le=\"{le}\"}} {cumulative}",
-                m.name
-            );
-        }
-        let _ = writeln!(text, "{}_sum{{{labels}}} {}", m.name, d.sum_seconds());
-        let _ = writeln!(text, "{}_count{{{labels}}} {}", m.name, d.count());
+        histogram(text, m.name, &labels, &p.durations);
     }
+}
+
+/// One histogram series in Prometheus's text format, from fixed buckets.
+fn histogram(text: &mut String, name: &str, labels: &str, d: &Durations) {
+    let mut cumulative = 0;
+    for (i, n) in d.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = DURATION_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(text, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(text, "{name}_sum{{{labels}}} {}", d.sum_seconds());
+    let _ = writeln!(text, "{name}_count{{{labels}}} {}", d.count());
 }
 
 fn record_subscriber(sub: &SubscriberSnapshot) {

@@ -39,8 +39,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ackstream_core::Runnable;
 use ackstream_core::TopicPartition;
-use ackstream_core::status::{Phase, SubscriberSnapshot, SubscriberStatus};
+use ackstream_core::status::{Phase, PublishSnapshot, SubscriberSnapshot, SubscriberStatus};
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("subscribers", &self.statuses.len())
+            .field("stuck_after", &self.stuck_after)
+            .finish_non_exhaustive()
+    }
+}
 
 /// How long a partition's commit may be held back before it counts as stuck, by default.
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -49,9 +59,10 @@ pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct Monitor(Arc<Shared>);
 
-#[derive(Debug)]
 struct Shared {
     statuses: Vec<Arc<SubscriberStatus>>,
+    /// The brokers whose publishes are counted.
+    brokers: Vec<Arc<dyn Runnable>>,
     stuck_after: Duration,
     state: Mutex<State>,
 }
@@ -79,11 +90,35 @@ pub struct Readiness {
 impl Monitor {
     /// A monitor of `statuses`; a partition counts as stuck after `stuck_after`.
     pub fn new(statuses: Vec<Arc<SubscriberStatus>>, stuck_after: Duration) -> Self {
+        Self::of(statuses, Vec::new(), stuck_after)
+    }
+
+    /// A monitor of `brokers`' subscribers and publishes.
+    pub(crate) fn of_brokers(brokers: &[Arc<dyn Runnable>], stuck_after: Duration) -> Self {
+        let statuses = brokers.iter().flat_map(|b| b.statuses()).collect();
+        Self::of(statuses, brokers.to_vec(), stuck_after)
+    }
+
+    fn of(
+        statuses: Vec<Arc<SubscriberStatus>>,
+        brokers: Vec<Arc<dyn Runnable>>,
+        stuck_after: Duration,
+    ) -> Self {
         Self(Arc::new(Shared {
             statuses,
+            brokers,
             stuck_after,
             state: Mutex::new(State::default()),
         }))
+    }
+
+    /// What the brokers' publishes did so far, together.
+    pub fn publishes(&self) -> PublishSnapshot {
+        let mut all = PublishSnapshot::default();
+        for b in &self.0.brokers {
+            all.add(&b.publishes());
+        }
+        all
     }
 
     /// How long a commit may be held back before the partition counts as stuck.
