@@ -25,31 +25,37 @@ pub(super) async fn process<S: MessageService>(
     service: &mut S,
     config: &SubscriberConfig,
 ) {
-    if let Some(tracing) = &msg.context().config.tracing {
-        return traced(msg, service, config, tracing).await;
+    // One test for everything observability adds (spans, timing): off, the path is as before.
+    if msg.context().config.observed {
+        return observed(msg, service, config).await;
     }
     run(msg, service, config).await;
 }
 
-/// [`process`] inside the delivery's span (boxed: only traced subscribers pay for its state).
+/// [`process`] inside the delivery's span, timed when sampled (boxed: only observed
+/// subscribers pay for its state).
 #[inline(never)]
-async fn traced<S: MessageService>(
+async fn observed<S: MessageService>(
     msg: &KafkaMessage,
     service: &mut S,
     config: &SubscriberConfig,
-    tracing: &crate::trace::Tracing,
 ) {
-    let group = msg.context().config.group.as_deref();
-    let span = tracing.process_span(msg.record(), group, msg.attempt());
+    let ctx = msg.context();
+    let span = match &ctx.config.tracing {
+        Some(tracing) => {
+            tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt())
+        }
+        None => tracing::Span::none(),
+    };
+    let started = ctx.times(msg.offset()).then(std::time::Instant::now);
     Box::pin(run(msg, service, config).instrument(span)).await;
+    if let Some(started) = started {
+        ctx.timed(started.elapsed());
+    }
 }
 
 #[inline(always)]
 async fn run<S: MessageService>(msg: &KafkaMessage, service: &mut S, config: &SubscriberConfig) {
-    let started = msg
-        .context()
-        .times(msg.offset())
-        .then(std::time::Instant::now);
     if config.ack_policy == AckPolicy::AckFirst {
         // An ack is applied at once: the settle rule never dead-letters one.
         let _ = msg.settle_with(Disposition::Ack, None);
@@ -65,9 +71,6 @@ async fn run<S: MessageService>(msg: &KafkaMessage, service: &mut S, config: &Su
         .catch_unwind()
         .await
         .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
-    if let Some(started) = started {
-        msg.context().timed(started.elapsed());
-    }
     // `settle`, written out: awaiting it as a nested future measured 47 instructions more per
     // record (callgrind, `scripts/bench-cost`).
     if let Outcome::Success = outcome {

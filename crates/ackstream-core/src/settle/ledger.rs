@@ -251,7 +251,6 @@ impl PartitionContext {
 
     /// Whether this delivery's handler is to be timed: the subscriber is timed and the offset
     /// is one of the sampled (see [`SAMPLE_EVERY`](crate::event::SAMPLE_EVERY)).
-    #[inline]
     pub(crate) fn times(&self, offset: i64) -> bool {
         self.config.timed && offset % crate::event::SAMPLE_EVERY == 0
     }

@@ -102,6 +102,8 @@ mod cancelled {
             tracing: None,
             group: None,
             timed: false,
+            observed: false,
+            observed: false,
         });
         let stored = Stored::default();
         let tp = TopicPartition::new("t", 0);
