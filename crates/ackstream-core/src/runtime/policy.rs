@@ -26,20 +26,20 @@ pub(super) async fn process<S: MessageService>(
     config: &SubscriberConfig,
 ) {
     // One test for everything observability adds (spans, timing): off, the path is as before.
-    if msg.context().config.observed {
-        return observed(msg, service, config).await;
+    if !msg.context().config.observed {
+        return run(msg, service, config).await;
     }
-    run(msg, service, config).await;
+    // In place, not boxed: a box would copy the whole future for every record.
+    let (span, started) = observing(msg);
+    run(msg, service, config).instrument(span).await;
+    if let Some(started) = started {
+        msg.context().timed(started.elapsed());
+    }
 }
 
-/// [`process`] inside the delivery's span, timed when sampled (boxed: only observed
-/// subscribers pay for its state).
+/// The delivery's span (none without tracing) and, when it is sampled, its start.
 #[inline(never)]
-async fn observed<S: MessageService>(
-    msg: &KafkaMessage,
-    service: &mut S,
-    config: &SubscriberConfig,
-) {
+fn observing(msg: &KafkaMessage) -> (tracing::Span, Option<std::time::Instant>) {
     let ctx = msg.context();
     let span = match &ctx.config.tracing {
         Some(tracing) => {
@@ -47,11 +47,7 @@ async fn observed<S: MessageService>(
         }
         None => tracing::Span::none(),
     };
-    let started = ctx.times(msg.offset()).then(std::time::Instant::now);
-    Box::pin(run(msg, service, config).instrument(span)).await;
-    if let Some(started) = started {
-        ctx.timed(started.elapsed());
-    }
+    (span, ctx.times(msg.offset()).then(std::time::Instant::now))
 }
 
 #[inline(always)]
