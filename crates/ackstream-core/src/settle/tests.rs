@@ -103,7 +103,6 @@ mod cancelled {
             group: None,
             timed: false,
             observed: false,
-            observed: false,
         });
         let stored = Stored::default();
         let tp = TopicPartition::new("t", 0);
