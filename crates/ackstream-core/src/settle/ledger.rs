@@ -163,6 +163,11 @@ impl PartitionContext {
     /// Delivers a nacked record again; `None` if that no longer counts (revoked meanwhile).
     pub(crate) fn redeliver(&self, offset: i64) -> Option<Delivered> {
         let mut ledger = self.ledger();
+        // Nothing starts once the partition stops: checked under the lock `stop_dispatching`
+        // takes, so a redelivery is reported before the stop or not made at all.
+        if self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
         let delivered = ledger.tracker.redeliver(offset).ok()?;
         self.emit_delivered(offset, delivered.attempt);
         Some(delivered)
@@ -176,6 +181,13 @@ impl PartitionContext {
             offset,
             attempt,
         });
+    }
+
+    /// Stops dispatching the partition (a revoke began): sets `stopping` under the ledger
+    /// lock, so every redelivery is either reported before this returns or refused.
+    pub(crate) fn stop_dispatching(&self) {
+        let _ledger = self.ledger();
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// Whether retries wait to be taken (a lock-free check).
