@@ -10,7 +10,11 @@
 //! leaves again and again while the first is busy; or the first member shuts down at a random
 //! moment and a new one finishes the work). Some schedules are
 //! nack storms (most first attempts nack), with long delays under key ordering when the
-//! membership changes, so revokes come while keys wait.
+//! membership changes, so revokes come while keys wait. In some schedules (most of those with
+//! long delays) every handler run blocks its thread for 0.1-1 ms before it yields, as a
+//! blocking call or CPU-bound work does: handlers run inside their partition's task, so a
+//! revoke's stop that comes meanwhile reaches the task's other futures (a key waiting out its
+//! delay) before the task itself looks at it again.
 //!
 //! Invariants, checked after every run:
 //! - **I1** whenever the group's committed offset of a partition is `c` (each store the runtime
@@ -23,7 +27,14 @@
 //!   is not yet redelivered (a settle made after the handler returned is asynchronous: the
 //!   records behind it may have started already);
 //! - **I5** a redelivery after `nack_after(d)` (or a failure's backoff) starts no earlier than
-//!   `d` after the nack, unless the partition changed hands in between.
+//!   `d` after the nack, unless the partition changed hands in between (its revoke's drain
+//!   ended, or it was assigned again);
+//! - **I6** nothing starts once a partition stops: from the moment a member's revoke of a
+//!   partition begins ([`Event::Revoking`]) until it ends ([`Event::Revoked`]), no record of
+//!   it is delivered again (a retry) on that member, and no record delivered meanwhile starts
+//!   there (a record read during the drain stays unstarted, for the next owner). The runtime
+//!   stops a partition's dispatch under its ledger lock before it reports the revoke, so the
+//!   order of events decides exactly; every entry names the member it came from.
 //!
 //! A failing schedule panics with its seed; `ACKSTREAM_EXPLORER_SEED=<seed>` runs only that one
 //! (printing its plan), and the same seed always draws the same schedule. The interleaving
@@ -31,7 +42,7 @@
 //! the schedule's *choices*; the explorer gets its reach from running many of them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering as Atomic};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as Atomic};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +152,12 @@ pub struct Schedule {
     /// Per (partition, offset): yields the handler makes before it acts (and, when the
     /// schedule is paced, the share of the pace it works).
     yields: HashMap<(i32, i64), u8>,
+    /// How long each handler run blocks its thread (a blocking call, or CPU-bound work)
+    /// before it yields and acts; zero in most schedules. A handler runs inside its
+    /// partition's task, so meanwhile that task polls nothing else: a revoke's stop that comes
+    /// then is seen by the task's other futures (a key waiting out its delay) before the task
+    /// itself looks at it again.
+    blocking: Duration,
 }
 
 const POLICIES: [AckPolicy; 5] = [
@@ -326,6 +343,13 @@ impl Schedule {
                 yields.insert((p, o), rng.below(4) as u8);
             }
         }
+        // Drawn last, so the choices above stay those of the same seed without it. Blocking
+        // handlers mostly where keys wait out long delays while revokes come.
+        let blocking = if rng.chance(if long_delays { 60 } else { 4 }) {
+            Duration::from_micros(100 + rng.below(900))
+        } else {
+            Duration::ZERO
+        };
         Self {
             seed,
             policy,
@@ -339,6 +363,7 @@ impl Schedule {
             membership,
             plan,
             yields,
+            blocking,
         }
     }
 
@@ -362,7 +387,7 @@ impl Schedule {
 
     fn summary(&self) -> String {
         format!(
-            "seed {}: {:?}, {:?}, workers {:?}, max_attempts {:?}, {} partitions x {}, {} keys, {:?}",
+            "seed {}: {:?}, {:?}, workers {:?}, max_attempts {:?}, {} partitions x {}, {} keys, {:?}, blocking {:?}",
             self.seed,
             self.policy,
             self.ordering,
@@ -371,7 +396,8 @@ impl Schedule {
             self.partitions,
             self.per_partition,
             self.keys,
-            self.membership
+            self.membership,
+            self.blocking
         )
     }
 }
@@ -379,10 +405,11 @@ impl Schedule {
 /// What the explorer saw, in one timeline.
 #[derive(Clone, Debug)]
 enum Entry {
-    /// A runtime event.
-    Event(Event),
-    /// A handler run began.
+    /// A runtime event, reported by member `.0` (0: the first member, then in joining order).
+    Event(usize, Event),
+    /// A handler run began on a member.
     Start {
+        member: usize,
         run: u64,
         tp: TopicPartition,
         offset: i64,
@@ -422,7 +449,7 @@ impl Log {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Event(Event::Delivered { .. })))
+            .filter(|(_, e)| matches!(e, Entry::Event(_, Event::Delivered { .. })))
             .count()
     }
 
@@ -447,7 +474,7 @@ impl Log {
         let mut stored: HashMap<i32, i64> = HashMap::new();
         for (_, e) in entries.iter() {
             finished.follow(topic, e);
-            if let Entry::Event(Event::OffsetStored { tp, offset }) = e
+            if let Entry::Event(_, Event::OffsetStored { tp, offset }) = e
                 && &*tp.topic == topic
             {
                 let s = stored.entry(tp.partition).or_insert(0);
@@ -468,14 +495,17 @@ struct Finished(HashMap<i32, HashSet<i64>>);
 impl Finished {
     fn follow(&mut self, topic: &str, entry: &Entry) {
         match entry {
-            Entry::Event(Event::Delivered { tp, offset, .. }) if &*tp.topic == topic => {
+            Entry::Event(_, Event::Delivered { tp, offset, .. }) if &*tp.topic == topic => {
                 self.0.entry(tp.partition).or_default().remove(offset);
             }
-            Entry::Event(Event::Settled {
-                tp,
-                offset,
-                status: SettleStatus::Settled(d),
-            }) if &*tp.topic == topic => {
+            Entry::Event(
+                _,
+                Event::Settled {
+                    tp,
+                    offset,
+                    status: SettleStatus::Settled(d),
+                },
+            ) if &*tp.topic == topic => {
                 let set = self.0.entry(tp.partition).or_default();
                 if matches!(d, Disposition::Nack { .. }) {
                     set.remove(offset);
@@ -612,6 +642,7 @@ fn subscribe<F: Fixture>(
     topic: &str,
     group: &str,
     log: &Arc<Log>,
+    member: usize,
 ) {
     let mut b = fx
         .subscriber(broker, topic)
@@ -636,6 +667,7 @@ fn subscribe<F: Fixture>(
         async move {
             let run = log.runs.fetch_add(1, Atomic::Relaxed);
             log.push(Entry::Start {
+                member,
                 run,
                 tp: msg.topic_partition().clone(),
                 offset: msg.offset(),
@@ -647,6 +679,11 @@ fn subscribe<F: Fixture>(
             };
             let yields = s.yields[&(msg.partition(), msg.offset())];
             for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            if !s.blocking.is_zero() {
+                // Blocks the thread, as a blocking call does, then lets the task go on.
+                std::thread::sleep(s.blocking);
                 tokio::task::yield_now().await;
             }
             if !pace.is_zero() {
@@ -700,12 +737,12 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
         }
     }
     let log = Arc::new(Log::default());
-    let observe = |broker: &F::Broker| {
+    let observe = |broker: &F::Broker, member: usize| {
         let log = log.clone();
-        broker.observe(move |e| log.push(Entry::Event(e.clone())));
+        broker.observe(move |e| log.push(Entry::Event(member, e.clone())));
     };
-    observe(&first);
-    subscribe(fx, &first, &s, &topic, &group, &log);
+    observe(&first, 0);
+    subscribe(fx, &first, &s, &topic, &group, &log, 0);
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let outcome = tokio::time::timeout(SCHEDULE_TIMEOUT, async {
         let sampler = sample_committed(fx, &topic, &group, s.partitions, &log, &sampling);
@@ -715,10 +752,12 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
             let done = move |log: &Log| log.done(topic, s.partitions, s.per_partition);
             let reached =
                 move |n: usize| wait_until(log, move |log| log.deliveries() >= n || done(log));
+            let members = AtomicUsize::new(0);
             let join = |apps: &mut Vec<RunningApp>| {
                 let broker = fx.connect();
-                observe(&broker);
-                subscribe(fx, &broker, s, topic, &group, log);
+                let member = members.fetch_add(1, Atomic::Relaxed) + 1;
+                observe(&broker, member);
+                subscribe(fx, &broker, s, topic, &group, log, member);
                 apps.push(App::new(broker).spawn());
             };
             match s.membership {
@@ -892,14 +931,50 @@ fn check(
     // I5: the last nack with a delay per record, and whether the partition moved since.
     let mut delayed: HashMap<(i32, i64), (Instant, Duration)> = HashMap::new();
     let mut keys: HashMap<(i32, i64), Option<Vec<u8>>> = HashMap::new();
+    // I6: per member and partition, the entry its revoke began at (until its drain ended),
+    // the offsets delivered in its current assignment, and those delivered since the revoke
+    // began (which must not start).
+    let mut revoking: HashMap<(usize, i32), usize> = HashMap::new();
+    let mut delivered: HashMap<(usize, i32), HashSet<i64>> = HashMap::new();
+    let mut late: HashSet<(usize, i32, i64)> = HashSet::new();
     for (i, (at, entry)) in entries.iter().enumerate() {
         finished.follow(topic, entry);
         match entry {
-            Entry::Event(Event::Settled {
-                tp,
-                offset,
-                status: SettleStatus::Settled(Disposition::Nack { delay }),
-            }) if ours(tp) => {
+            Entry::Event(m, Event::Revoking { partitions, .. }) => {
+                for tp in partitions.iter().filter(|tp| ours(tp)) {
+                    revoking.insert((*m, tp.partition), i);
+                }
+            }
+            Entry::Event(
+                m,
+                Event::Delivered {
+                    tp,
+                    offset,
+                    attempt,
+                },
+            ) if ours(tp) => {
+                let here = (*m, tp.partition);
+                let again = !delivered.entry(here).or_default().insert(*offset);
+                if let Some(began) = revoking.get(&here) {
+                    if again {
+                        fail(
+                            "I6",
+                            format!(
+                                "I6: {tp}@{offset} delivered again (attempt {attempt}) on member {m} after its partition's revoke began (entry {began}) (entry {i})"
+                            ),
+                        );
+                    }
+                    late.insert((*m, tp.partition, *offset));
+                }
+            }
+            Entry::Event(
+                _,
+                Event::Settled {
+                    tp,
+                    offset,
+                    status: SettleStatus::Settled(Disposition::Nack { delay }),
+                },
+            ) if ours(tp) => {
                 if let Some(d) = delay {
                     delayed.insert((tp.partition, *offset), (*at, *d));
                 }
@@ -910,15 +985,19 @@ fn check(
                     unresolved.entry(l).or_default().insert(*offset, ());
                 }
             }
-            Entry::Event(Event::Revoked { partitions, .. })
-            | Entry::Event(Event::Assigned { partitions, .. }) => {
+            Entry::Event(m, Event::Revoked { partitions, .. })
+            | Entry::Event(m, Event::Assigned { partitions, .. }) => {
                 for tp in partitions.iter().filter(|tp| ours(tp)) {
+                    // The member's assignment of the partition ended (or a new one began).
+                    revoking.remove(&(*m, tp.partition));
+                    delivered.remove(&(*m, tp.partition));
+                    late.retain(|(lm, p, _)| (*lm, *p) != (*m, tp.partition));
                     // The partition changed hands: pending redeliveries died with the assignment.
                     delayed.retain(|(p, _), _| *p != tp.partition);
                     unresolved.retain(|(p, _), _| *p != tp.partition);
                 }
             }
-            Entry::Event(Event::OffsetStored { tp, offset }) if ours(tp) => {
+            Entry::Event(_, Event::OffsetStored { tp, offset }) if ours(tp) => {
                 // A store is reported after the settle that caused it (under one lock).
                 let missing = finished.missing_below(tp.partition, *offset);
                 if !missing.is_empty() {
@@ -952,12 +1031,25 @@ fn check(
                 }
             }
             Entry::Start {
+                member,
                 run,
                 tp,
                 offset,
                 key,
             } if ours(tp) => {
                 keys.insert((tp.partition, *offset), key.clone());
+                if late.contains(&(*member, tp.partition, *offset)) {
+                    fail(
+                        "I6",
+                        format!(
+                            "I6: {tp}@{offset} started on member {member}, delivered after its partition's revoke began (entry {}) (entry {i})",
+                            revoking
+                                .get(&(*member, tp.partition))
+                                .copied()
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
                 if let Some((nacked_at, delay)) = delayed.remove(&(tp.partition, *offset))
                     && at.duration_since(nacked_at) < delay
                 {
@@ -1066,13 +1158,14 @@ pub async fn explore<F: Fixture + Clone>(
     if !failures.is_empty() {
         let count = |what: &str| failures.iter().filter(|f| f.contains(what)).count();
         panic!(
-            "{} schedule(s) failed (I1 {}, I2 {}, I3 {}, I4 {}, I5 {}, hung {}):\n{}",
+            "{} schedule(s) failed (I1 {}, I2 {}, I3 {}, I4 {}, I5 {}, I6 {}, hung {}):\n{}",
             failures.len(),
             count("I1:"),
             count("I2:"),
             count("I3:"),
             count("I4:"),
             count("I5:"),
+            count("I6:"),
             count("hung"),
             failures.join("\n\n")
         );
