@@ -158,6 +158,10 @@ pub struct Schedule {
     /// then is seen by the task's other futures (a key waiting out its delay) before the task
     /// itself looks at it again.
     blocking: Duration,
+    /// Whether a member that joined leaves once it made deliveries of its own (so a partition
+    /// it took is handled and committed by it before it comes back), rather than after a
+    /// number of deliveries in all.
+    leave_after_own: bool,
 }
 
 const POLICIES: [AckPolicy; 5] = [
@@ -249,10 +253,72 @@ fn draw_fine(rng: &mut Rng, policy: AckPolicy) -> Act {
     }
 }
 
+/// Which schedules a run of the explorer draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// One member throughout.
+    Alone,
+    /// Any membership: members may join, leave, churn and restart.
+    Membership,
+    /// Revokes that land on nacks: a second member joins and leaves (once, or again and
+    /// again) while the first handles its partitions one record at a time under
+    /// `KeepOrder::Partition`, most first attempts nacking without a delay from the handler,
+    /// so nacks are made during revoke drains and partitions come back to the member that
+    /// nacked after the other one committed past (where a nack rewound with a seek, a seek
+    /// left pending by a revoke rewound that later assignment).
+    RevokeNacks,
+}
+
 impl Schedule {
+    /// Draws the schedule of `seed` from `mix`.
+    pub fn draw(seed: u64, mix: Mix) -> Self {
+        match mix {
+            Mix::Alone => Self::draw_any(seed, false),
+            Mix::Membership => Self::draw_any(seed, true),
+            Mix::RevokeNacks => Self::draw_revoke_nacks(seed),
+        }
+    }
+
+    /// See [`Mix::RevokeNacks`]: the schedule of `seed` with membership changes, made one at a
+    /// time under partition order, its membership a join-and-leave or a churn, most first
+    /// attempts a nack without delay.
+    fn draw_revoke_nacks(seed: u64) -> Self {
+        let mut s = Self::draw_any(seed, true);
+        let mut rng = Rng::new(seed ^ 0x7265_766f_6b65);
+        s.leave_after_own = true;
+        s.ordering = KeepOrder::Partition;
+        s.workers = None;
+        if s.policy == AckPolicy::AckFirst {
+            // Acked before the handler runs: its interrupts would change nothing.
+            s.policy = AckPolicy::NackOnError;
+        }
+        let total = s.partitions as u64 * s.per_partition as u64;
+        s.membership = if rng.chance(50) {
+            Membership::JoinLeave {
+                after: rng.below(total) as usize,
+                then: (1 + rng.below(1 + total / 2)) as usize,
+            }
+        } else {
+            Membership::Churn {
+                every: 1 + rng.below(1 + total / 4) as usize,
+                times: 2 + rng.below(3) as usize,
+            }
+        };
+        let share = 40 + rng.below(50);
+        for p in 0..s.partitions {
+            for o in 0..s.per_partition as i64 {
+                if rng.chance(share) {
+                    let acts = s.plan.get_mut(&(p, o)).expect("planned");
+                    acts.insert(0, Act::Interrupt(Disposition::Nack { delay: None }));
+                }
+            }
+        }
+        s
+    }
+
     /// Draws the schedule of `seed`. `membership_changes`: whether members may join, leave and
     /// restart (brokers whose rebalances take seconds explore without).
-    pub fn draw(seed: u64, membership_changes: bool) -> Self {
+    fn draw_any(seed: u64, membership_changes: bool) -> Self {
         let mut rng = Rng::new(seed);
         let policy = POLICIES[rng.below(5) as usize];
         let ordering = KeepOrder::ALL[rng.below(3) as usize];
@@ -364,6 +430,7 @@ impl Schedule {
             plan,
             yields,
             blocking,
+            leave_after_own: false,
         }
     }
 
@@ -442,6 +509,16 @@ impl Log {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Deliveries made by `member`.
+    fn deliveries_by(&self, member: usize) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Event(m, Event::Delivered { .. }) if *m == member))
+            .count()
     }
 
     fn deliveries(&self) -> usize {
@@ -717,9 +794,9 @@ fn quiet_planned_panics() {
 const SCHEDULE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the schedule of `seed` and checks the invariants; panics with the seed on a violation.
-pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: bool) {
+pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, mix: Mix) {
     quiet_planned_panics();
-    let s = Arc::new(Schedule::draw(seed, membership_changes));
+    let s = Arc::new(Schedule::draw(seed, mix));
     if replayed_seed() == Some(seed) {
         eprintln!("{}\nplan: {:?}", s.summary(), s.plan);
     }
@@ -759,6 +836,19 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                 observe(&broker, member);
                 subscribe(fx, &broker, s, topic, &group, log, member);
                 apps.push(App::new(broker).spawn());
+                member
+            };
+            // When a member that joined after `at` deliveries in all leaves: after `then`
+            // more in all, or (`leave_after_own`) once it made `then` deliveries itself.
+            let leaves = move |member: usize, at: usize, then: usize| async move {
+                if s.leave_after_own {
+                    wait_until(log, move |log| {
+                        log.deliveries_by(member) >= then || done(log)
+                    })
+                    .await;
+                } else {
+                    reached(at + then).await;
+                }
             };
             match s.membership {
                 Membership::Alone => {}
@@ -768,8 +858,8 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                 }
                 Membership::JoinLeave { after, then } => {
                     reached(after).await;
-                    join(&mut apps);
-                    reached(after + then).await;
+                    let second = join(&mut apps);
+                    leaves(second, after, then).await;
                     let second = apps.pop().expect("second member");
                     second.shutdown().await.expect("second member shuts down");
                 }
@@ -784,9 +874,9 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                     for _ in 0..times {
                         at += every;
                         reached(at).await;
-                        join(&mut apps);
+                        let second = join(&mut apps);
+                        leaves(second, at, every).await;
                         at += every;
-                        reached(at).await;
                         let second = apps.pop().expect("second member");
                         second.shutdown().await.expect("second member shuts down");
                     }
@@ -1126,13 +1216,13 @@ pub fn replayed_seed() -> Option<u64> {
     std::env::var("ACKSTREAM_EXPLORER_SEED").ok()?.parse().ok()
 }
 
-/// Runs the schedules `seeds` (or only the replayed seed, if it is among them), `parallel`
-/// at a time.
+/// Runs the schedules `seeds` drawn from `mix` (or only the replayed seed, if it is among
+/// them), `parallel` at a time.
 pub async fn explore<F: Fixture + Clone>(
     fx: &F,
     seeds: std::ops::Range<u64>,
     parallel: usize,
-    membership_changes: bool,
+    mix: Mix,
 ) {
     let seeds: Vec<u64> = match replayed_seed() {
         Some(seed) if seeds.contains(&seed) => vec![seed],
@@ -1148,7 +1238,7 @@ pub async fn explore<F: Fixture + Clone>(
             }
         }
         let fx = fx.clone();
-        tasks.spawn(async move { run_schedule(&fx, seed, membership_changes).await });
+        tasks.spawn(async move { run_schedule(&fx, seed, mix).await });
     }
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
