@@ -16,6 +16,12 @@
 //! revoke's stop that comes meanwhile reaches the task's other futures (a key waiting out its
 //! delay) before the task itself looks at it again.
 //!
+//! A run draws from a [`Mix`]: one member throughout, any membership, or revokes landing on
+//! nacks ([`Mix::RevokeNacks`]: one-at-a-time partitions nacking most first attempts while a
+//! second member joins, takes partitions, handles and commits some of their records and
+//! leaves, so the partitions come back to the member that nacked during the revoke, after
+//! another one committed past; a nack that still sought would leave a seek pending there).
+//!
 //! Invariants, checked after every run:
 //! - **I1** whenever the group's committed offset of a partition is `c` (each store the runtime
 //!   makes, and each committed offset sampled from the broker), every record below `c` is
@@ -38,8 +44,10 @@
 //!
 //! A failing schedule panics with its seed; `ACKSTREAM_EXPLORER_SEED=<seed>` runs only that one
 //! (printing its plan), and the same seed always draws the same schedule. The interleaving
-//! itself comes from real concurrency (threads, timers, the runtime's tasks), so a seed draws
-//! the schedule's *choices*; the explorer gets its reach from running many of them.
+//! itself comes from real concurrency (threads, timers, the runtime's tasks, librdkafka's
+//! rebalances), so a seed draws the schedule's *choices*, and a replay may take a different
+//! interleaving: the explorer gets its reach from running many of them, and a seed that failed
+//! once may need several replays to fail again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as Atomic};
@@ -304,12 +312,26 @@ impl Schedule {
                 times: 2 + rng.below(3) as usize,
             }
         };
-        let share = 40 + rng.below(50);
+        let total = s.partitions.min(2) as u64 * s.per_partition as u64;
+        if let Membership::JoinLeave { after, .. } | Membership::Churn { every: after, .. } =
+            &mut s.membership
+        {
+            // Joins while records are left to do.
+            *after = (*after).min(total.saturating_sub(1) as usize / 2).max(1);
+        }
+        // At most two partitions: with two members each takes one, so a partition whose
+        // record was nacked during the revoke moves to the other member.
+        s.partitions = s.partitions.min(2);
+        // Most first attempts, and many second ones, nack without a delay: the record in
+        // flight when a revoke comes is likely one.
+        let share = 70 + rng.below(26);
         for p in 0..s.partitions {
             for o in 0..s.per_partition as i64 {
-                if rng.chance(share) {
-                    let acts = s.plan.get_mut(&(p, o)).expect("planned");
-                    acts.insert(0, Act::Interrupt(Disposition::Nack { delay: None }));
+                let acts = s.plan.get_mut(&(p, o)).expect("planned");
+                for _ in 0..2 {
+                    if rng.chance(share) {
+                        acts.insert(0, Act::Interrupt(Disposition::Nack { delay: None }));
+                    }
                 }
             }
         }
