@@ -303,6 +303,11 @@ impl PartitionContext {
                     if let Some((at, attempts)) = ledger.tracker.carry_out() {
                         self.offset.carry_attempts(at, &attempts);
                     }
+                    // Flagged before the event: whoever sees the event reported, then looks
+                    // for retries (a lane whose run ended after it), sees the flag and waits
+                    // on this lock for the retry, so a nack reported during a run is taken in
+                    // before the lane moves on.
+                    self.retry_pending.store(true, Ordering::Release);
                     // The event first, then the delay starts: an observer never sees the
                     // retry come earlier than the delay after the event.
                     let status = settled(SettleStatus::Settled(disposition));
@@ -310,7 +315,6 @@ impl PartitionContext {
                         record: record.clone(),
                         not_before: delay.map(|d| Instant::now() + d.min(MAX_NACK_DELAY)),
                     });
-                    self.retry_pending.store(true, Ordering::Release);
                     drop(ledger);
                     self.retry_signal.notify_one();
                     status
