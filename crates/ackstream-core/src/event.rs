@@ -28,6 +28,16 @@ pub enum Event {
         /// The partitions.
         partitions: Vec<TopicPartition>,
     },
+    /// A revoke of partitions began: nothing more of them starts on this subscriber, their
+    /// in-flight handlers drain (bounded by the drain timeout), their finished prefix is
+    /// committed, then [`Event::Revoked`] follows. (A lost assignment is fenced at once, with
+    /// no drain: it reports only `Revoked`.)
+    Revoking {
+        /// The subscriber's consumer group, if any.
+        group: Option<Arc<str>>,
+        /// The partitions.
+        partitions: Vec<TopicPartition>,
+    },
     /// Partitions were revoked from a subscriber (after their drain and commit).
     Revoked {
         /// The subscriber's consumer group, if any.

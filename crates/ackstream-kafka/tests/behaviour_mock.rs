@@ -37,6 +37,7 @@ use ackstream::Broker;
 use ackstream::SubscriberBuilder;
 use ackstream_kafka::{KafkaBackend, KafkaBroker};
 use ackstream_suite::Fixture;
+use ackstream_suite::explorer::Mix;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -137,7 +138,7 @@ async fn a_10_mb_record_is_refused_at_publish_with_a_clear_error() {
 /// joins its own group, which costs the mock's 3 s initial delay).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explorer_on_the_mock_cluster() {
-    ackstream_suite::explorer::explore(&MockFixture::new(), 1..25, 24, false).await;
+    ackstream_suite::explorer::explore(&MockFixture::new(), 1..25, 24, Mix::Alone).await;
 }
 
 /// The schedule explorer on the mock cluster with members joining, leaving, churning and
@@ -147,7 +148,19 @@ async fn explorer_on_the_mock_cluster() {
 /// the end before it shuts them down (see `accepts_commits_while_rebalancing`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explorer_with_membership_changes_on_the_mock_cluster() {
-    ackstream_suite::explorer::explore(&MockFixture::new(), 1001..1025, 24, true).await;
+    ackstream_suite::explorer::explore(&MockFixture::new(), 1001..1025, 24, Mix::Membership).await;
+}
+
+/// The schedule explorer on the mock cluster where revokes land on nacks (see
+/// [`Mix::RevokeNacks`]): 24 schedules of a second member joining and leaving while the first
+/// handles its partitions one record at a time, nacking most first attempts, so nacks are made
+/// during real librdkafka revokes and partitions come back to the member that nacked after the
+/// other committed past. On the code before "a seek belongs to its assignment" (when a nack
+/// still sought), a seek asked during such a drain rewound the later assignment: the group's
+/// committed offset went back (I1, I2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explorer_with_revokes_landing_on_nacks_on_the_mock_cluster() {
+    ackstream_suite::explorer::explore(&MockFixture::new(), 2001..2025, 24, Mix::RevokeNacks).await;
 }
 
 /// A publisher's record for a partition the topic does not have is refused with an error that

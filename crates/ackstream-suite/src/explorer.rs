@@ -10,7 +10,17 @@
 //! leaves again and again while the first is busy; or the first member shuts down at a random
 //! moment and a new one finishes the work). Some schedules are
 //! nack storms (most first attempts nack), with long delays under key ordering when the
-//! membership changes, so revokes come while keys wait.
+//! membership changes, so revokes come while keys wait. In some schedules (most of those with
+//! long delays) every handler run blocks its thread for 0.1-1 ms before it yields, as a
+//! blocking call or CPU-bound work does: handlers run inside their partition's task, so a
+//! revoke's stop that comes meanwhile reaches the task's other futures (a key waiting out its
+//! delay) before the task itself looks at it again.
+//!
+//! A run draws from a [`Mix`]: one member throughout, any membership, or revokes landing on
+//! nacks ([`Mix::RevokeNacks`]: one-at-a-time partitions nacking most first attempts while a
+//! second member joins, takes partitions, handles and commits some of their records and
+//! leaves, so the partitions come back to the member that nacked during the revoke, after
+//! another one committed past; a nack that still sought would leave a seek pending there).
 //!
 //! Invariants, checked after every run:
 //! - **I1** whenever the group's committed offset of a partition is `c` (each store the runtime
@@ -23,15 +33,24 @@
 //!   is not yet redelivered (a settle made after the handler returned is asynchronous: the
 //!   records behind it may have started already);
 //! - **I5** a redelivery after `nack_after(d)` (or a failure's backoff) starts no earlier than
-//!   `d` after the nack, unless the partition changed hands in between.
+//!   `d` after the nack, unless the partition changed hands in between (its revoke's drain
+//!   ended, or it was assigned again);
+//! - **I6** nothing starts once a partition stops: from the moment a member's revoke of a
+//!   partition begins ([`Event::Revoking`]) until it ends ([`Event::Revoked`]), no record of
+//!   it is delivered again (a retry) on that member, and no record delivered meanwhile starts
+//!   there (a record read during the drain stays unstarted, for the next owner). The runtime
+//!   stops a partition's dispatch under its ledger lock before it reports the revoke, so the
+//!   order of events decides exactly; every entry names the member it came from.
 //!
 //! A failing schedule panics with its seed; `ACKSTREAM_EXPLORER_SEED=<seed>` runs only that one
 //! (printing its plan), and the same seed always draws the same schedule. The interleaving
-//! itself comes from real concurrency (threads, timers, the runtime's tasks), so a seed draws
-//! the schedule's *choices*; the explorer gets its reach from running many of them.
+//! itself comes from real concurrency (threads, timers, the runtime's tasks, librdkafka's
+//! rebalances), so a seed draws the schedule's *choices*, and a replay may take a different
+//! interleaving: the explorer gets its reach from running many of them, and a seed that failed
+//! once may need several replays to fail again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering as Atomic};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as Atomic};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +160,16 @@ pub struct Schedule {
     /// Per (partition, offset): yields the handler makes before it acts (and, when the
     /// schedule is paced, the share of the pace it works).
     yields: HashMap<(i32, i64), u8>,
+    /// How long each handler run blocks its thread (a blocking call, or CPU-bound work)
+    /// before it yields and acts; zero in most schedules. A handler runs inside its
+    /// partition's task, so meanwhile that task polls nothing else: a revoke's stop that comes
+    /// then is seen by the task's other futures (a key waiting out its delay) before the task
+    /// itself looks at it again.
+    blocking: Duration,
+    /// Whether a member that joined leaves once it made deliveries of its own (so a partition
+    /// it took is handled and committed by it before it comes back), rather than after a
+    /// number of deliveries in all.
+    leave_after_own: bool,
 }
 
 const POLICIES: [AckPolicy; 5] = [
@@ -232,10 +261,86 @@ fn draw_fine(rng: &mut Rng, policy: AckPolicy) -> Act {
     }
 }
 
+/// Which schedules a run of the explorer draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// One member throughout.
+    Alone,
+    /// Any membership: members may join, leave, churn and restart.
+    Membership,
+    /// Revokes that land on nacks: a second member joins and leaves (once, or again and
+    /// again) while the first handles its partitions one record at a time under
+    /// `KeepOrder::Partition`, most first attempts nacking without a delay from the handler,
+    /// so nacks are made during revoke drains and partitions come back to the member that
+    /// nacked after the other one committed past (where a nack rewound with a seek, a seek
+    /// left pending by a revoke rewound that later assignment).
+    RevokeNacks,
+}
+
 impl Schedule {
+    /// Draws the schedule of `seed` from `mix`.
+    pub fn draw(seed: u64, mix: Mix) -> Self {
+        match mix {
+            Mix::Alone => Self::draw_any(seed, false),
+            Mix::Membership => Self::draw_any(seed, true),
+            Mix::RevokeNacks => Self::draw_revoke_nacks(seed),
+        }
+    }
+
+    /// See [`Mix::RevokeNacks`]: the schedule of `seed` with membership changes, made one at a
+    /// time under partition order, its membership a join-and-leave or a churn, most first
+    /// attempts a nack without delay.
+    fn draw_revoke_nacks(seed: u64) -> Self {
+        let mut s = Self::draw_any(seed, true);
+        let mut rng = Rng::new(seed ^ 0x7265_766f_6b65);
+        s.leave_after_own = true;
+        s.ordering = KeepOrder::Partition;
+        s.workers = None;
+        if s.policy == AckPolicy::AckFirst {
+            // Acked before the handler runs: its interrupts would change nothing.
+            s.policy = AckPolicy::NackOnError;
+        }
+        let total = s.partitions as u64 * s.per_partition as u64;
+        s.membership = if rng.chance(50) {
+            Membership::JoinLeave {
+                after: rng.below(total) as usize,
+                then: (1 + rng.below(1 + total / 2)) as usize,
+            }
+        } else {
+            Membership::Churn {
+                every: 1 + rng.below(1 + total / 4) as usize,
+                times: 2 + rng.below(3) as usize,
+            }
+        };
+        let total = s.partitions.min(2) as u64 * s.per_partition as u64;
+        if let Membership::JoinLeave { after, .. } | Membership::Churn { every: after, .. } =
+            &mut s.membership
+        {
+            // Joins while records are left to do.
+            *after = (*after).min(total.saturating_sub(1) as usize / 2).max(1);
+        }
+        // At most two partitions: with two members each takes one, so a partition whose
+        // record was nacked during the revoke moves to the other member.
+        s.partitions = s.partitions.min(2);
+        // Most first attempts, and many second ones, nack without a delay: the record in
+        // flight when a revoke comes is likely one.
+        let share = 70 + rng.below(26);
+        for p in 0..s.partitions {
+            for o in 0..s.per_partition as i64 {
+                let acts = s.plan.get_mut(&(p, o)).expect("planned");
+                for _ in 0..2 {
+                    if rng.chance(share) {
+                        acts.insert(0, Act::Interrupt(Disposition::Nack { delay: None }));
+                    }
+                }
+            }
+        }
+        s
+    }
+
     /// Draws the schedule of `seed`. `membership_changes`: whether members may join, leave and
     /// restart (brokers whose rebalances take seconds explore without).
-    pub fn draw(seed: u64, membership_changes: bool) -> Self {
+    fn draw_any(seed: u64, membership_changes: bool) -> Self {
         let mut rng = Rng::new(seed);
         let policy = POLICIES[rng.below(5) as usize];
         let ordering = KeepOrder::ALL[rng.below(3) as usize];
@@ -326,6 +431,13 @@ impl Schedule {
                 yields.insert((p, o), rng.below(4) as u8);
             }
         }
+        // Drawn last, so the choices above stay those of the same seed without it. Blocking
+        // handlers mostly where keys wait out long delays while revokes come.
+        let blocking = if rng.chance(if long_delays { 60 } else { 4 }) {
+            Duration::from_micros(100 + rng.below(900))
+        } else {
+            Duration::ZERO
+        };
         Self {
             seed,
             policy,
@@ -339,6 +451,8 @@ impl Schedule {
             membership,
             plan,
             yields,
+            blocking,
+            leave_after_own: false,
         }
     }
 
@@ -362,7 +476,7 @@ impl Schedule {
 
     fn summary(&self) -> String {
         format!(
-            "seed {}: {:?}, {:?}, workers {:?}, max_attempts {:?}, {} partitions x {}, {} keys, {:?}",
+            "seed {}: {:?}, {:?}, workers {:?}, max_attempts {:?}, {} partitions x {}, {} keys, {:?}, blocking {:?}",
             self.seed,
             self.policy,
             self.ordering,
@@ -371,7 +485,8 @@ impl Schedule {
             self.partitions,
             self.per_partition,
             self.keys,
-            self.membership
+            self.membership,
+            self.blocking
         )
     }
 }
@@ -379,10 +494,11 @@ impl Schedule {
 /// What the explorer saw, in one timeline.
 #[derive(Clone, Debug)]
 enum Entry {
-    /// A runtime event.
-    Event(Event),
-    /// A handler run began.
+    /// A runtime event, reported by member `.0` (0: the first member, then in joining order).
+    Event(usize, Event),
+    /// A handler run began on a member.
     Start {
+        member: usize,
         run: u64,
         tp: TopicPartition,
         offset: i64,
@@ -417,12 +533,22 @@ impl Log {
             .clone()
     }
 
+    /// Deliveries made by `member`.
+    fn deliveries_by(&self, member: usize) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Event(m, Event::Delivered { .. }) if *m == member))
+            .count()
+    }
+
     fn deliveries(&self) -> usize {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Event(Event::Delivered { .. })))
+            .filter(|(_, e)| matches!(e, Entry::Event(_, Event::Delivered { .. })))
             .count()
     }
 
@@ -447,7 +573,7 @@ impl Log {
         let mut stored: HashMap<i32, i64> = HashMap::new();
         for (_, e) in entries.iter() {
             finished.follow(topic, e);
-            if let Entry::Event(Event::OffsetStored { tp, offset }) = e
+            if let Entry::Event(_, Event::OffsetStored { tp, offset }) = e
                 && &*tp.topic == topic
             {
                 let s = stored.entry(tp.partition).or_insert(0);
@@ -468,14 +594,17 @@ struct Finished(HashMap<i32, HashSet<i64>>);
 impl Finished {
     fn follow(&mut self, topic: &str, entry: &Entry) {
         match entry {
-            Entry::Event(Event::Delivered { tp, offset, .. }) if &*tp.topic == topic => {
+            Entry::Event(_, Event::Delivered { tp, offset, .. }) if &*tp.topic == topic => {
                 self.0.entry(tp.partition).or_default().remove(offset);
             }
-            Entry::Event(Event::Settled {
-                tp,
-                offset,
-                status: SettleStatus::Settled(d),
-            }) if &*tp.topic == topic => {
+            Entry::Event(
+                _,
+                Event::Settled {
+                    tp,
+                    offset,
+                    status: SettleStatus::Settled(d),
+                },
+            ) if &*tp.topic == topic => {
                 let set = self.0.entry(tp.partition).or_default();
                 if matches!(d, Disposition::Nack { .. }) {
                     set.remove(offset);
@@ -612,6 +741,7 @@ fn subscribe<F: Fixture>(
     topic: &str,
     group: &str,
     log: &Arc<Log>,
+    member: usize,
 ) {
     let mut b = fx
         .subscriber(broker, topic)
@@ -636,6 +766,7 @@ fn subscribe<F: Fixture>(
         async move {
             let run = log.runs.fetch_add(1, Atomic::Relaxed);
             log.push(Entry::Start {
+                member,
                 run,
                 tp: msg.topic_partition().clone(),
                 offset: msg.offset(),
@@ -647,6 +778,11 @@ fn subscribe<F: Fixture>(
             };
             let yields = s.yields[&(msg.partition(), msg.offset())];
             for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            if !s.blocking.is_zero() {
+                // Blocks the thread, as a blocking call does, then lets the task go on.
+                std::thread::sleep(s.blocking);
                 tokio::task::yield_now().await;
             }
             if !pace.is_zero() {
@@ -680,9 +816,9 @@ fn quiet_planned_panics() {
 const SCHEDULE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the schedule of `seed` and checks the invariants; panics with the seed on a violation.
-pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: bool) {
+pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, mix: Mix) {
     quiet_planned_panics();
-    let s = Arc::new(Schedule::draw(seed, membership_changes));
+    let s = Arc::new(Schedule::draw(seed, mix));
     if replayed_seed() == Some(seed) {
         eprintln!("{}\nplan: {:?}", s.summary(), s.plan);
     }
@@ -700,12 +836,12 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
         }
     }
     let log = Arc::new(Log::default());
-    let observe = |broker: &F::Broker| {
+    let observe = |broker: &F::Broker, member: usize| {
         let log = log.clone();
-        broker.observe(move |e| log.push(Entry::Event(e.clone())));
+        broker.observe(move |e| log.push(Entry::Event(member, e.clone())));
     };
-    observe(&first);
-    subscribe(fx, &first, &s, &topic, &group, &log);
+    observe(&first, 0);
+    subscribe(fx, &first, &s, &topic, &group, &log, 0);
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let outcome = tokio::time::timeout(SCHEDULE_TIMEOUT, async {
         let sampler = sample_committed(fx, &topic, &group, s.partitions, &log, &sampling);
@@ -715,11 +851,26 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
             let done = move |log: &Log| log.done(topic, s.partitions, s.per_partition);
             let reached =
                 move |n: usize| wait_until(log, move |log| log.deliveries() >= n || done(log));
+            let members = AtomicUsize::new(0);
             let join = |apps: &mut Vec<RunningApp>| {
                 let broker = fx.connect();
-                observe(&broker);
-                subscribe(fx, &broker, s, topic, &group, log);
+                let member = members.fetch_add(1, Atomic::Relaxed) + 1;
+                observe(&broker, member);
+                subscribe(fx, &broker, s, topic, &group, log, member);
                 apps.push(App::new(broker).spawn());
+                member
+            };
+            // When a member that joined after `at` deliveries in all leaves: after `then`
+            // more in all, or (`leave_after_own`) once it made `then` deliveries itself.
+            let leaves = move |member: usize, at: usize, then: usize| async move {
+                if s.leave_after_own {
+                    wait_until(log, move |log| {
+                        log.deliveries_by(member) >= then || done(log)
+                    })
+                    .await;
+                } else {
+                    reached(at + then).await;
+                }
             };
             match s.membership {
                 Membership::Alone => {}
@@ -729,8 +880,8 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                 }
                 Membership::JoinLeave { after, then } => {
                     reached(after).await;
-                    join(&mut apps);
-                    reached(after + then).await;
+                    let second = join(&mut apps);
+                    leaves(second, after, then).await;
                     let second = apps.pop().expect("second member");
                     second.shutdown().await.expect("second member shuts down");
                 }
@@ -745,9 +896,9 @@ pub async fn run_schedule<F: Fixture>(fx: &F, seed: u64, membership_changes: boo
                     for _ in 0..times {
                         at += every;
                         reached(at).await;
-                        join(&mut apps);
+                        let second = join(&mut apps);
+                        leaves(second, at, every).await;
                         at += every;
-                        reached(at).await;
                         let second = apps.pop().expect("second member");
                         second.shutdown().await.expect("second member shuts down");
                     }
@@ -892,14 +1043,50 @@ fn check(
     // I5: the last nack with a delay per record, and whether the partition moved since.
     let mut delayed: HashMap<(i32, i64), (Instant, Duration)> = HashMap::new();
     let mut keys: HashMap<(i32, i64), Option<Vec<u8>>> = HashMap::new();
+    // I6: per member and partition, the entry its revoke began at (until its drain ended),
+    // the offsets delivered in its current assignment, and those delivered since the revoke
+    // began (which must not start).
+    let mut revoking: HashMap<(usize, i32), usize> = HashMap::new();
+    let mut delivered: HashMap<(usize, i32), HashSet<i64>> = HashMap::new();
+    let mut late: HashSet<(usize, i32, i64)> = HashSet::new();
     for (i, (at, entry)) in entries.iter().enumerate() {
         finished.follow(topic, entry);
         match entry {
-            Entry::Event(Event::Settled {
-                tp,
-                offset,
-                status: SettleStatus::Settled(Disposition::Nack { delay }),
-            }) if ours(tp) => {
+            Entry::Event(m, Event::Revoking { partitions, .. }) => {
+                for tp in partitions.iter().filter(|tp| ours(tp)) {
+                    revoking.insert((*m, tp.partition), i);
+                }
+            }
+            Entry::Event(
+                m,
+                Event::Delivered {
+                    tp,
+                    offset,
+                    attempt,
+                },
+            ) if ours(tp) => {
+                let here = (*m, tp.partition);
+                let again = !delivered.entry(here).or_default().insert(*offset);
+                if let Some(began) = revoking.get(&here) {
+                    if again {
+                        fail(
+                            "I6",
+                            format!(
+                                "I6: {tp}@{offset} delivered again (attempt {attempt}) on member {m} after its partition's revoke began (entry {began}) (entry {i})"
+                            ),
+                        );
+                    }
+                    late.insert((*m, tp.partition, *offset));
+                }
+            }
+            Entry::Event(
+                _,
+                Event::Settled {
+                    tp,
+                    offset,
+                    status: SettleStatus::Settled(Disposition::Nack { delay }),
+                },
+            ) if ours(tp) => {
                 if let Some(d) = delay {
                     delayed.insert((tp.partition, *offset), (*at, *d));
                 }
@@ -910,15 +1097,19 @@ fn check(
                     unresolved.entry(l).or_default().insert(*offset, ());
                 }
             }
-            Entry::Event(Event::Revoked { partitions, .. })
-            | Entry::Event(Event::Assigned { partitions, .. }) => {
+            Entry::Event(m, Event::Revoked { partitions, .. })
+            | Entry::Event(m, Event::Assigned { partitions, .. }) => {
                 for tp in partitions.iter().filter(|tp| ours(tp)) {
+                    // The member's assignment of the partition ended (or a new one began).
+                    revoking.remove(&(*m, tp.partition));
+                    delivered.remove(&(*m, tp.partition));
+                    late.retain(|(lm, p, _)| (*lm, *p) != (*m, tp.partition));
                     // The partition changed hands: pending redeliveries died with the assignment.
                     delayed.retain(|(p, _), _| *p != tp.partition);
                     unresolved.retain(|(p, _), _| *p != tp.partition);
                 }
             }
-            Entry::Event(Event::OffsetStored { tp, offset }) if ours(tp) => {
+            Entry::Event(_, Event::OffsetStored { tp, offset }) if ours(tp) => {
                 // A store is reported after the settle that caused it (under one lock).
                 let missing = finished.missing_below(tp.partition, *offset);
                 if !missing.is_empty() {
@@ -952,12 +1143,25 @@ fn check(
                 }
             }
             Entry::Start {
+                member,
                 run,
                 tp,
                 offset,
                 key,
             } if ours(tp) => {
                 keys.insert((tp.partition, *offset), key.clone());
+                if late.contains(&(*member, tp.partition, *offset)) {
+                    fail(
+                        "I6",
+                        format!(
+                            "I6: {tp}@{offset} started on member {member}, delivered after its partition's revoke began (entry {}) (entry {i})",
+                            revoking
+                                .get(&(*member, tp.partition))
+                                .copied()
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
                 if let Some((nacked_at, delay)) = delayed.remove(&(tp.partition, *offset))
                     && at.duration_since(nacked_at) < delay
                 {
@@ -1034,13 +1238,13 @@ pub fn replayed_seed() -> Option<u64> {
     std::env::var("ACKSTREAM_EXPLORER_SEED").ok()?.parse().ok()
 }
 
-/// Runs the schedules `seeds` (or only the replayed seed, if it is among them), `parallel`
-/// at a time.
+/// Runs the schedules `seeds` drawn from `mix` (or only the replayed seed, if it is among
+/// them), `parallel` at a time.
 pub async fn explore<F: Fixture + Clone>(
     fx: &F,
     seeds: std::ops::Range<u64>,
     parallel: usize,
-    membership_changes: bool,
+    mix: Mix,
 ) {
     let seeds: Vec<u64> = match replayed_seed() {
         Some(seed) if seeds.contains(&seed) => vec![seed],
@@ -1056,7 +1260,7 @@ pub async fn explore<F: Fixture + Clone>(
             }
         }
         let fx = fx.clone();
-        tasks.spawn(async move { run_schedule(&fx, seed, membership_changes).await });
+        tasks.spawn(async move { run_schedule(&fx, seed, mix).await });
     }
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
@@ -1066,13 +1270,14 @@ pub async fn explore<F: Fixture + Clone>(
     if !failures.is_empty() {
         let count = |what: &str| failures.iter().filter(|f| f.contains(what)).count();
         panic!(
-            "{} schedule(s) failed (I1 {}, I2 {}, I3 {}, I4 {}, I5 {}, hung {}):\n{}",
+            "{} schedule(s) failed (I1 {}, I2 {}, I3 {}, I4 {}, I5 {}, I6 {}, hung {}):\n{}",
             failures.len(),
             count("I1:"),
             count("I2:"),
             count("I3:"),
             count("I4:"),
             count("I5:"),
+            count("I6:"),
             count("hung"),
             failures.join("\n\n")
         );

@@ -159,6 +159,12 @@ where
                 let partitions: Vec<_> =
                     feeds.iter().map(|f| f.topic_partition().clone()).collect();
                 tracing::debug!(?partitions, group = ?group, "partitions assigned");
+                // Reported before the partitions' tasks start: an assignment's deliveries
+                // come after its event.
+                emit(Event::Assigned {
+                    group: group.clone(),
+                    partitions,
+                });
                 // Before the new tasks read: their part of what may be held counts them.
                 pool.assigned(workers.len() + feeds.len());
                 for feed in feeds {
@@ -195,10 +201,6 @@ where
                     }
                 }
                 pool.assigned(workers.len());
-                emit(Event::Assigned {
-                    group: group.clone(),
-                    partitions,
-                });
             }
             Some(ConsumerEvent::Revoked(partitions, ack)) => {
                 tracing::debug!(?partitions, group = ?group, "revoking partitions: draining");
@@ -206,6 +208,14 @@ where
                     .iter()
                     .filter_map(|tp| workers.remove(tp))
                     .collect();
+                // Nothing of them starts from now on; then the revoke is reported as begun.
+                for w in &revoked {
+                    w.ctx.stop_dispatching();
+                }
+                emit(Event::Revoking {
+                    group: group.clone(),
+                    partitions: partitions.clone(),
+                });
                 pool.assigned(workers.len());
                 stop_workers(revoked, ctx.drain_timeout).await;
                 commit(&*offsets).await;

@@ -183,6 +183,11 @@ impl PartitionContext {
     /// Delivers a nacked record again; `None` if that no longer counts (revoked meanwhile).
     pub(crate) fn redeliver(&self, offset: i64) -> Option<Delivered> {
         let mut ledger = self.ledger();
+        // Nothing starts once the partition stops: checked under the lock `stop_dispatching`
+        // takes, so a redelivery is reported before the stop or not made at all.
+        if self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
         let delivered = ledger.tracker.redeliver(offset).ok()?;
         ledger.counts.delivered += 1;
         ledger.counts.redelivered += 1;
@@ -198,6 +203,13 @@ impl PartitionContext {
             offset,
             attempt,
         });
+    }
+
+    /// Stops dispatching the partition (a revoke began): sets `stopping` under the ledger
+    /// lock, so every redelivery is either reported before this returns or refused.
+    pub(crate) fn stop_dispatching(&self) {
+        let _ledger = self.ledger();
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// Whether retries wait to be taken (a lock-free check).
@@ -365,6 +377,11 @@ impl PartitionContext {
                     if let Some((at, attempts)) = ledger.tracker.carry_out() {
                         self.offset.carry_attempts(at, &attempts);
                     }
+                    // Flagged before the event: whoever sees the event reported, then looks
+                    // for retries (a lane whose run ended after it), sees the flag and waits
+                    // on this lock for the retry, so a nack reported during a run is taken in
+                    // before the lane moves on.
+                    self.retry_pending.store(true, Ordering::Release);
                     // The event first, then the delay starts: an observer never sees the
                     // retry come earlier than the delay after the event.
                     let status = settled(SettleStatus::Settled(disposition));
@@ -372,7 +389,6 @@ impl PartitionContext {
                         record: record.clone(),
                         not_before: delay.map(|d| Instant::now() + d.min(MAX_NACK_DELAY)),
                     });
-                    self.retry_pending.store(true, Ordering::Release);
                     drop(ledger);
                     self.retry_signal.notify_one();
                     status
