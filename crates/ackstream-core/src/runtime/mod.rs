@@ -35,7 +35,7 @@ use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
 use crate::settle::output::Outputs;
-use crate::settle::{EnqueueFn, PartitionContext, PublishFn, SettleConfig};
+use crate::settle::{EnqueueFn, PartitionContext, PublishFn, SettleConfig, TryEnqueueFn};
 use subscription::StartContext;
 use task::PartitionTask;
 
@@ -72,8 +72,19 @@ where
         let backend = backend.clone();
         Arc::new(move |record, done| Box::pin(backend.clone().publish_then(record, done)))
     };
-    let outputs = (!config.publish_to.is_empty() || config.replies)
-        .then(|| Outputs::new(&config.publish_to, config.replies, publish, enqueue));
+    let try_enqueue: Arc<TryEnqueueFn> = {
+        let backend = backend.clone();
+        Arc::new(move |record, done| backend.try_publish_then(record, done))
+    };
+    let outputs = (!config.publish_to.is_empty() || config.replies).then(|| {
+        Outputs::new(
+            &config.publish_to,
+            config.replies,
+            publish,
+            enqueue,
+            try_enqueue,
+        )
+    });
     let settle = Arc::new(SettleConfig {
         max_attempts: config.max_attempts,
         observer: ctx.observer.clone(),
