@@ -72,6 +72,7 @@ where
         let backend = backend.clone();
         Arc::new(move |record, done| Box::pin(backend.clone().publish_then(record, done)))
     };
+    #[allow(clippy::result_large_err)] // given back only when the producer cannot take it
     let try_enqueue: Arc<TryEnqueueFn> = {
         let backend = backend.clone();
         Arc::new(move |record, done| backend.try_publish_then(record, done))
