@@ -55,6 +55,22 @@ pub trait Backend: Send + Sync + 'static {
         tokio::spawn(async move { done(self.publish(record).await) });
         std::future::ready(())
     }
+
+    /// [`publish_then`](Self::publish_then) without a wait: hands `record` over and returns
+    /// `Ok` if the producer takes it at once (`done` is then called as by `publish_then`), or
+    /// gives both back, nothing sent and `done` not called, if handing it over would have to
+    /// wait (a full queue, a producer not made yet); the caller then awaits `publish_then`
+    /// before handing over anything else, so the call order holds either way. What most
+    /// outputs are published with: no future per record. By default every record is given
+    /// back.
+    #[allow(clippy::result_large_err)] // given back only when the producer cannot take it
+    fn try_publish_then(
+        &self,
+        record: OutgoingRecord,
+        done: DeliveryCallback,
+    ) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
+        Err((record, done))
+    }
 }
 
 /// What [`Backend::publish_then`] calls with the broker's answer.

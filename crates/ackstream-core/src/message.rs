@@ -228,10 +228,9 @@ impl KafkaMessage {
         }
     }
 
-    /// Applies `disposition` to a delivery whose settle was [`claim`](Self::claim)ed.
-    pub(crate) fn apply_claimed(&self, disposition: Disposition) -> SettleStatus {
-        let d = &self.0;
-        d.partition.apply(&d.record, d.id, disposition)
+    /// This delivery's id in its partition's tracker.
+    pub(crate) fn delivery_id(&self) -> DeliveryId {
+        self.0.id
     }
 
     /// The partition's shared state, to keep it alive past this call.

@@ -95,6 +95,18 @@ impl ackstream_core::backend::Backend for KafkaBackend {
             Err(e) => done(Err(e)),
         }
     }
+
+    /// Hands the record to librdkafka if its queue has room and the producer is made.
+    fn try_publish_then(
+        &self,
+        record: OutgoingRecord,
+        done: DeliveryCallback,
+    ) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
+        match self.producer.get() {
+            Some(producer) => crate::producer::try_enqueue(producer, record, done),
+            None => Err((record, done)),
+        }
+    }
 }
 
 /// A Kafka cluster, reached through librdkafka. Cheap to clone; clones share subscribers.

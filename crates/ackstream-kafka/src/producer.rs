@@ -86,45 +86,78 @@ pub(crate) async fn enqueue(producer: &Producer, record: OutgoingRecord, done: D
     // Read only once the queue is full: a clock read per record shows in a profile.
     let mut since: Option<Instant> = None;
     loop {
-        let mut base = BaseRecord::with_opaque_to(&record.topic, done).payload(&record.payload[..]);
-        // (No header list at all for a record without headers: librdkafka allocates one.)
-        if !record.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for h in &record.headers {
-                headers = headers.insert(Header {
-                    key: &h.key,
-                    value: h.value.as_deref(),
-                });
-            }
-            base = base.headers(headers);
-        }
-        if let Some(key) = &record.key {
-            base = base.key(&key[..]);
-        }
-        if let Some(p) = record.partition {
-            base = base.partition(p);
-        }
-        if let Some(t) = record.timestamp {
-            base = base.timestamp(t);
-        }
-        match producer.send(base) {
+        match send(producer, &record, done) {
             Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                 if since.get_or_insert_with(Instant::now).elapsed() < QUEUE_FULL_PATIENCE =>
             {
-                done = back.delivery_opaque;
+                done = back;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err((e, back)) => {
-                let at = record
-                    .partition
-                    .map_or_else(String::new, |p| format!(" partition {p}"));
-                (back.delivery_opaque)(Err(kafka_error(
-                    format!("publish to {}{at} failed", record.topic),
-                    e,
-                )));
-                return;
-            }
+            Err((e, back)) => return refused(&record, e, *back),
         }
     }
+}
+
+/// Hands `record` to the producer if its queue has room; gives both back if it is full.
+#[allow(clippy::result_large_err)] // given back only when the queue is full
+pub(crate) fn try_enqueue(
+    producer: &Producer,
+    record: OutgoingRecord,
+    done: DeliveryCallback,
+) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
+    match send(producer, &record, Box::new(done)) {
+        Ok(()) => Ok(()),
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+            Err((record, *back))
+        }
+        Err((e, back)) => {
+            refused(&record, e, *back);
+            Ok(())
+        }
+    }
+}
+
+/// Calls `done` with why `record` was not handed over.
+fn refused(record: &OutgoingRecord, e: KafkaError, done: DeliveryCallback) {
+    let at = record
+        .partition
+        .map_or_else(String::new, |p| format!(" partition {p}"));
+    done(Err(kafka_error(
+        format!("publish to {}{at} failed", record.topic),
+        e,
+    )));
+}
+
+/// One attempt to hand `record` over; the callback comes back with the error.
+#[allow(clippy::result_large_err)]
+fn send(
+    producer: &Producer,
+    record: &OutgoingRecord,
+    done: Box<DeliveryCallback>,
+) -> Result<(), (KafkaError, Box<DeliveryCallback>)> {
+    let mut base = BaseRecord::with_opaque_to(&record.topic, done).payload(&record.payload[..]);
+    // (No header list at all for a record without headers: librdkafka allocates one.)
+    if !record.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for h in &record.headers {
+            headers = headers.insert(Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        base = base.headers(headers);
+    }
+    if let Some(key) = &record.key {
+        base = base.key(&key[..]);
+    }
+    if let Some(p) = record.partition {
+        base = base.partition(p);
+    }
+    if let Some(t) = record.timestamp {
+        base = base.timestamp(t);
+    }
+    producer
+        .send(base)
+        .map_err(|(e, back)| (e, back.delivery_opaque))
 }

@@ -36,8 +36,11 @@ use crate::error::BackendError;
 use crate::event::Event;
 use crate::handler::service::MessageService;
 use crate::record::TopicPartition;
+use crate::record::{OutgoingRecord, RecordPosition};
 use crate::settle::output::Outputs;
-use crate::settle::{EnqueueFn, PartitionContext, PublishFn, SettleConfig};
+use crate::settle::{
+    EnqueueFn, ObserveFn, PartitionContext, PublishFn, SettleConfig, TryEnqueueFn,
+};
 use crate::trace;
 use subscription::StartContext;
 use task::PartitionTask;
@@ -104,29 +107,41 @@ where
         (config.dead_letter_topic.as_deref()).map(|topic| DeadLetters::new(topic, publish.clone()));
     let enqueue: Arc<EnqueueFn> = {
         let backend = backend.clone();
+        Arc::new(move |record, done| Box::pin(backend.clone().publish_then(record, done)))
+    };
+    // Outputs are traced, and counted and timed, only when observed: an output's hand-over is
+    // on the pipeline's per-record path.
+    let observe: Option<Arc<ObserveFn>> = (ctx.tracing.is_some() || ctx.timed).then(|| {
         let tracing = ctx.tracing.clone();
-        // Counted and timed only when observed: an output's hand-over is on the pipeline's
-        // per-record path.
         let publishes = ctx.timed.then(|| ctx.publishes.clone());
-        Arc::new(move |mut record, done| {
-            if tracing.is_none() && publishes.is_none() {
-                return Box::pin(backend.clone().publish_then(record, done));
-            }
+        Arc::new(move |record: &mut OutgoingRecord, done: DeliveryCallback| {
             // The span lasts until the broker's answer.
-            let span = trace::sending(tracing.as_ref(), &mut record);
+            let span = trace::sending(tracing.as_ref(), record);
             let (publishes, started) = (publishes.clone(), std::time::Instant::now());
-            let done: DeliveryCallback = Box::new(move |result| {
+            Box::new(move |result: Result<RecordPosition, BackendError>| {
                 if let Some(p) = publishes {
                     p.answered(result.is_ok(), started.elapsed());
                 }
                 let _span = span;
                 done(result);
-            });
-            Box::pin(backend.clone().publish_then(record, done))
-        })
+            }) as DeliveryCallback
+        }) as Arc<ObserveFn>
+    });
+    #[allow(clippy::result_large_err)] // given back only when the producer cannot take it
+    let try_enqueue: Arc<TryEnqueueFn> = {
+        let backend = backend.clone();
+        Arc::new(move |record, done| backend.try_publish_then(record, done))
     };
-    let outputs = (!config.publish_to.is_empty() || config.replies)
-        .then(|| Outputs::new(&config.publish_to, config.replies, publish, enqueue));
+    let outputs = (!config.publish_to.is_empty() || config.replies).then(|| {
+        Outputs::new(
+            &config.publish_to,
+            config.replies,
+            publish,
+            enqueue,
+            try_enqueue,
+            observe,
+        )
+    });
     let settle = Arc::new(SettleConfig {
         max_attempts: config.max_attempts,
         observer: ctx.observer.clone(),

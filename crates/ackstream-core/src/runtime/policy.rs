@@ -14,8 +14,8 @@ use crate::handler::service::MessageService;
 use crate::interrupt::Disposition;
 use crate::message::{Claimed, KafkaMessage, Settling};
 use crate::outcome::Outcome;
-use crate::record::OutgoingRecord;
 use crate::response::Output;
+use crate::settle::output::Records;
 
 /// Runs the subscriber's service (its layers and handler) for one delivery and settles it as
 /// the policy says. The policy wraps the whole stack: whatever a layer does, panics included,
@@ -117,10 +117,11 @@ fn publish_output<'a>(
     config: &SubscriberConfig,
 ) -> Option<BoxFuture<'a, ()>> {
     let policy = config.ack_policy;
-    let outputs = match &msg.context().config.outputs {
-        Some(outputs) => outputs.records(msg.record(), output),
-        None => Vec::new(),
+    let Some(publisher) = &msg.context().config.outputs else {
+        settle_success(msg, policy);
+        return None;
     };
+    let outputs = publisher.records(msg.record(), output);
     if outputs.is_empty() {
         settle_success(msg, policy);
         return None;
@@ -133,8 +134,15 @@ fn publish_output<'a>(
         AckPolicy::Ack | AckPolicy::RejectOnError | AckPolicy::NackOnError
     ) && let Some(claimed) = msg.claim()
     {
-        return Some(Box::pin(publish_in_background(claimed, outputs, failed)));
+        // With a permit free and room in the producer's queue, nothing here waits: no future.
+        return match publisher.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => publisher
+                .publish_then_ack(claimed, outputs, failed, permit)
+                .map(|rest| -> BoxFuture<'a, ()> { rest }),
+            Err(_) => Some(Box::pin(publish_in_background(claimed, outputs, failed))),
+        };
     }
+    let outputs = outputs.into_vec();
     Some(Box::pin(async move {
         let published = msg.publish_only(outputs).await;
         match published {
@@ -170,11 +178,7 @@ fn publish_output<'a>(
 /// outputs of a partition (and of a key) reach the producer in input order. Waits for a permit
 /// first while the subscriber has
 /// [`OUTPUTS_IN_FLIGHT`](crate::settle::output::OUTPUTS_IN_FLIGHT) inputs publishing.
-async fn publish_in_background(
-    claimed: Claimed<'_>,
-    outputs: Vec<OutgoingRecord>,
-    failed: Disposition,
-) {
+async fn publish_in_background(claimed: Claimed<'_>, outputs: Records, failed: Disposition) {
     let publisher = claimed
         .message()
         .context()
@@ -188,9 +192,9 @@ async fn publish_in_background(
         .acquire_owned()
         .await
         .expect("the permits are never closed");
-    publisher
-        .publish_then_ack(claimed, outputs, failed, permit)
-        .await;
+    if let Some(rest) = publisher.publish_then_ack(claimed, outputs, failed, permit) {
+        rest.await;
+    }
 }
 
 /// What the policy does after a failure (an error, a panic, a decode failure) of `attempt`:

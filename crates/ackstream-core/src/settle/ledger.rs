@@ -90,6 +90,13 @@ pub(crate) struct PartitionContext {
 /// publish ends or is abandoned).
 pub(crate) struct PendingOutput(Arc<PartitionContext>);
 
+impl PendingOutput {
+    /// The partition the publish belongs to.
+    pub(crate) fn context(&self) -> &PartitionContext {
+        &self.0
+    }
+}
+
 impl Drop for PendingOutput {
     fn drop(&mut self) {
         if self.0.pending_outputs.fetch_sub(1, Ordering::AcqRel) == 1 {

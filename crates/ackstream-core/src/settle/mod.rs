@@ -66,6 +66,18 @@ pub(crate) type PublishFn = dyn Fn(OutgoingRecord) -> BoxFuture<'static, Result<
 pub(crate) type EnqueueFn =
     dyn Fn(OutgoingRecord, DeliveryCallback) -> BoxFuture<'static, ()> + Send + Sync;
 
+/// The erased backend hand-over without a wait (`Backend::try_publish_then`): `Err` gives the
+/// record and its callback back when the producer cannot take it now.
+#[allow(clippy::result_large_err)] // given back only when the producer's queue is full
+pub(crate) type TryEnqueueFn = dyn Fn(OutgoingRecord, DeliveryCallback) -> Result<(), (OutgoingRecord, DeliveryCallback)>
+    + Send
+    + Sync;
+
+/// Observes one output's hand-over (a span injected into its headers, its answer counted and
+/// timed): takes the record's callback and returns the one to hand over with it.
+pub(crate) type ObserveFn =
+    dyn Fn(&mut OutgoingRecord, DeliveryCallback) -> DeliveryCallback + Send + Sync;
+
 /// How long a publish the settle waits for (a dead letter, an output) may take to be confirmed
 /// before it counts as failed (a producer can otherwise wait minutes for an unreachable broker).
 pub(crate) const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);

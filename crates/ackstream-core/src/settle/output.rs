@@ -4,15 +4,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ledger::PendingOutput;
-use super::{EnqueueFn, PUBLISH_TIMEOUT, PublishFn};
+use super::{EnqueueFn, ObserveFn, PUBLISH_TIMEOUT, PublishFn, TryEnqueueFn};
+use crate::backend::DeliveryCallback;
 use crate::error::BackendError;
 use crate::interrupt::Disposition;
-use crate::message::{Claimed, KafkaMessage};
+use crate::message::Claimed;
 use crate::record::{OutgoingRecord, Record, RecordPosition};
 use crate::response::{CORRELATION_ID, Output, REPLY_TO};
+use crate::tracker::DeliveryId;
 
 /// How many inputs of one subscriber may have their outputs in flight at once (over all its
 /// partitions): a partition whose next output would pass this waits, so memory stays bounded
@@ -27,6 +30,9 @@ pub(crate) struct Outputs {
     replies: bool,
     publish: Arc<PublishFn>,
     enqueue: Arc<EnqueueFn>,
+    try_enqueue: Arc<TryEnqueueFn>,
+    /// Traces, counts and times each output's hand-over when the subscriber is observed.
+    observe: Option<Arc<ObserveFn>>,
     /// Permits for inputs whose outputs are in flight ([`OUTPUTS_IN_FLIGHT`]).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -46,20 +52,40 @@ impl Outputs {
         replies: bool,
         publish: Arc<PublishFn>,
         enqueue: Arc<EnqueueFn>,
+        try_enqueue: Arc<TryEnqueueFn>,
+        observe: Option<Arc<ObserveFn>>,
     ) -> Self {
         Self {
             topics: topics.into(),
             replies,
             publish,
             enqueue,
+            try_enqueue,
+            observe,
             in_flight: Arc::new(tokio::sync::Semaphore::new(OUTPUTS_IN_FLIGHT)),
+        }
+    }
+
+    /// `record` and its callback as handed over: observed (a `send` span whose context goes
+    /// into the headers, the answer counted and timed) when the subscriber is.
+    fn observed(
+        &self,
+        mut record: OutgoingRecord,
+        done: DeliveryCallback,
+    ) -> (OutgoingRecord, DeliveryCallback) {
+        match &self.observe {
+            None => (record, done),
+            Some(observe) => {
+                let done = observe(&mut record, done);
+                (record, done)
+            }
         }
     }
 
     /// The records `output` becomes for `input`: one per output topic, one for its `reply_to`
     /// (none if it names none, or the subscriber says `no_reply`). Each carries the input's
     /// correlation id, unless the output sets its own.
-    pub(crate) fn records(&self, input: &Record, output: Output) -> Vec<OutgoingRecord> {
+    pub(crate) fn records(&self, input: &Record, output: Output) -> Records {
         let reply_to = self
             .replies
             .then(|| input.headers.get_str(REPLY_TO))
@@ -71,19 +97,31 @@ impl Outputs {
         {
             headers.insert(CORRELATION_ID, bytes::Bytes::copy_from_slice(id));
         }
-        self.topics
-            .iter()
-            .map(String::as_str)
-            .chain(reply_to)
-            .map(|topic| OutgoingRecord {
-                topic: topic.to_owned(),
-                key: output.key.clone(),
-                headers: headers.clone(),
+        if let ([topic], None) = (&self.topics[..], reply_to) {
+            return Records::One(OutgoingRecord {
+                topic: topic.clone(),
+                key: output.key,
+                headers,
                 partition: output.partition,
                 timestamp: None,
-                payload: output.payload.clone(),
-            })
-            .collect()
+                payload: output.payload,
+            });
+        }
+        Records::Many(
+            self.topics
+                .iter()
+                .map(String::as_str)
+                .chain(reply_to)
+                .map(|topic| OutgoingRecord {
+                    topic: topic.to_owned(),
+                    key: output.key.clone(),
+                    headers: headers.clone(),
+                    partition: output.partition,
+                    timestamp: None,
+                    payload: output.payload.clone(),
+                })
+                .collect(),
+        )
     }
 
     /// Publishes every record, all in flight at once, and waits for every confirmation (each
@@ -114,76 +152,130 @@ impl Outputs {
 
 impl Outputs {
     /// The settle rule's "publish first" for a claimed delivery: hands every output to the
-    /// backend (in order) and returns; the input is acked when the last confirmation arrives,
-    /// or settled with `failed` (a nack) if any publish fails or its answer can never come.
-    /// `permit` (one of [`OUTPUTS_IN_FLIGHT`]) is held until then.
-    pub(crate) async fn publish_then_ack(
+    /// backend (in order); the input is acked when the last confirmation arrives, or settled
+    /// with `failed` (a nack) if any publish fails or its answer can never come. `permit` (one
+    /// of [`OUTPUTS_IN_FLIGHT`]) is held until then.
+    ///
+    /// Outputs the producer takes at once are handed over here, without a future; `Some` is
+    /// what is left when the producer cannot take the next one now (its queue is full, or it is
+    /// not made yet): the caller awaits it before its next input, so outputs keep input order.
+    pub(crate) fn publish_then_ack(
         &self,
         claimed: Claimed<'_>,
-        records: Vec<OutgoingRecord>,
+        records: Records,
         failed: Disposition,
         permit: OwnedSemaphorePermit,
-    ) {
-        let msg = claimed.message().clone();
+    ) -> Option<BoxFuture<'static, ()>> {
+        let msg = claimed.message();
+        // The record, not the message: the message goes back to its partition for the next
+        // delivery at once, and the record's buffers are shared, not copied.
+        let settle = Unsettled(Some(Settle {
+            record: msg.record().clone(),
+            id: msg.delivery_id(),
+            failed,
+            pending: msg.context_arc().output_started(),
+            _permit: permit,
+        }));
+        let records = match records {
+            // One output (one topic, no `reply_to`): its callback settles the input itself.
+            Records::One(record) => {
+                let done: DeliveryCallback = Box::new(move |result| settle.finish(result.err()));
+                let (record, done) = self.observed(record, done);
+                return match (self.try_enqueue)(record, done) {
+                    Ok(()) => None,
+                    Err((record, done)) => {
+                        let enqueue = self.enqueue.clone();
+                        Some(Box::pin(async move { enqueue(record, done).await }))
+                    }
+                };
+            }
+            Records::Many(records) => records,
+        };
+        if records.is_empty() {
+            settle.finish(None);
+            return None;
+        }
         let in_flight = Arc::new(InFlight {
             remaining: AtomicUsize::new(records.len()),
             failure: Mutex::new(None),
-            settle: Mutex::new(Some(Settle {
-                pending: msg.context_arc().output_started(),
-                msg,
-                failed,
-                _permit: permit,
-            })),
+            settle: Mutex::new(settle),
         });
-        if records.is_empty() {
-            in_flight.finish();
-            return;
+        let mut records = records.into_iter();
+        while let Some(record) = records.next() {
+            let (record, done) = self.observed(record, in_flight.callback());
+            if let Err((record, done)) = (self.try_enqueue)(record, done) {
+                let outputs = self.clone();
+                return Some(Box::pin(async move {
+                    (outputs.enqueue)(record, done).await;
+                    for record in records {
+                        let (record, done) = outputs.observed(record, in_flight.callback());
+                        (outputs.enqueue)(record, done).await;
+                    }
+                }));
+            }
         }
-        for record in records {
-            let answer = in_flight.clone();
-            (self.enqueue)(record, Box::new(move |result| answer.answered(result))).await;
+        None
+    }
+}
+
+/// The records a return value becomes ([`Outputs::records`]).
+pub(crate) enum Records {
+    /// One output topic and no `reply_to`: the common case, without a list.
+    One(OutgoingRecord),
+    /// Any other number.
+    Many(Vec<OutgoingRecord>),
+}
+
+impl Records {
+    pub(crate) fn is_empty(&self) -> bool {
+        matches!(self, Self::Many(v) if v.is_empty())
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<OutgoingRecord> {
+        match self {
+            Self::One(record) => vec![record],
+            Self::Many(records) => records,
         }
     }
 }
 
-/// One input's outputs in flight: settled once every answer is in.
+/// One input's outputs in flight, when it has several: settled once every answer is in.
 struct InFlight {
     remaining: AtomicUsize,
     failure: Mutex<Option<BackendError>>,
-    settle: Mutex<Option<Settle>>,
+    settle: Mutex<Unsettled>,
 }
 
 /// What settling the input takes (and holds until then: the partition's count of outputs in
 /// flight, the subscriber's permit).
 struct Settle {
-    msg: KafkaMessage,
+    record: Record,
+    id: DeliveryId,
     failed: Disposition,
     pending: PendingOutput,
     _permit: OwnedSemaphorePermit,
 }
 
+/// An input waiting for its outputs' answers. Dropped before [`finish`](Self::finish) (answers
+/// that can never come: the producer went away with the records), it nacks the input, which
+/// stays unfinished and comes back.
+struct Unsettled(Option<Settle>);
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl InFlight {
-    fn answered(&self, result: Result<RecordPosition, BackendError>) {
-        if let Err(e) = result {
-            lock(&self.failure).get_or_insert(e);
-        }
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish();
-        }
-    }
-
-    fn finish(&self) {
-        let Some(settle) = lock(&self.settle).take() else {
+impl Unsettled {
+    /// Acks the input, or nacks it if an output failed.
+    fn finish(mut self, failure: Option<BackendError>) {
+        let Some(settle) = self.0.take() else {
             return;
         };
-        match lock(&self.failure).take() {
-            None => settle.msg.apply_claimed(Disposition::Ack),
+        let ctx = settle.pending.context();
+        let r = &settle.record;
+        match failure {
+            None => ctx.apply(r, settle.id, Disposition::Ack),
             Some(error) => {
-                let r = settle.msg.record();
                 tracing::warn!(
                     topic = %r.topic,
                     partition = r.partition,
@@ -191,26 +283,43 @@ impl InFlight {
                     %error,
                     "output not published: the input is nacked, not committed"
                 );
-                settle.msg.apply_claimed(settle.failed)
+                ctx.apply(r, settle.id, settle.failed)
             }
         };
-        drop(settle.pending);
+        // Then the partition's count of outputs in flight, then the permit.
+        drop(settle);
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Unsettled {
     fn drop(&mut self) {
-        // Answers that can never come (the producer went away with the records): the input
-        // stays unfinished and comes back.
-        if let Some(settle) = lock(&self.settle).take() {
-            let r = settle.msg.record();
+        if let Some(settle) = self.0.take() {
+            let r = &settle.record;
             tracing::warn!(
                 topic = %r.topic,
                 partition = r.partition,
                 offset = r.offset,
                 "output abandoned before it was confirmed: the input is nacked, not committed"
             );
-            settle.msg.apply_claimed(settle.failed);
+            settle.pending.context().apply(r, settle.id, settle.failed);
+        }
+    }
+}
+
+impl InFlight {
+    /// The callback of one of the input's outputs.
+    fn callback(self: &Arc<Self>) -> DeliveryCallback {
+        let answer = self.clone();
+        Box::new(move |result| answer.answered(result))
+    }
+
+    fn answered(&self, result: Result<RecordPosition, BackendError>) {
+        if let Err(e) = result {
+            lock(&self.failure).get_or_insert(e);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let settle = std::mem::replace(&mut *lock(&self.settle), Unsettled(None));
+            settle.finish(lock(&self.failure).take());
         }
     }
 }
