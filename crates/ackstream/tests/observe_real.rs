@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
-use support::{STUCK, WAIT, get, until};
+use support::{STUCK, WAIT, get, stuck_subscriber, until};
 use tokio::sync::Notify;
 
 /// A scratch directory of this test process.
@@ -62,30 +62,13 @@ async fn app() -> (ackstream::RunningApp, Arc<Notify>, SocketAddr) {
     for i in 0..FLOWING {
         broker.publish("flowing", format!("{i}")).await.unwrap();
     }
-    for i in 0..6 {
-        broker.publish("stuck", format!("{i}")).await.unwrap();
-    }
     broker
         .subscriber("flowing")
         .group_id("real-flowing")
         .auto_offset_reset(OffsetReset::Earliest)
         .ack_policy(AckPolicy::NackOnError)
         .handle(|_: String| async {});
-    let release = Arc::new(Notify::new());
-    let r = release.clone();
-    broker
-        .subscriber("stuck")
-        .group_id("real-stuck")
-        .auto_offset_reset(OffsetReset::Earliest)
-        .ack_policy(AckPolicy::NackOnError)
-        .handle(move |Offset(offset): Offset| {
-            let r = r.clone();
-            async move {
-                if offset == STUCK {
-                    r.notified().await;
-                }
-            }
-        });
+    let release = stuck_subscriber(&broker, "stuck", "real-stuck", 6).await;
     let app = App::new(broker)
         .stuck_after(Duration::from_millis(500))
         .http("127.0.0.1:0")

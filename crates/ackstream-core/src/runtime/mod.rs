@@ -71,6 +71,7 @@ where
     result
 }
 
+/// The subscriber's consume loop: assignments, revokes, losses, shutdown.
 async fn consume<B, S>(
     backend: Arc<B>,
     config: Arc<SubscriberConfig>,

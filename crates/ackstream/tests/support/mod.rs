@@ -57,6 +57,22 @@ pub async fn stuck_app(
     stuck_after: Duration,
 ) -> (MemoryBroker, RunningApp, Arc<Notify>) {
     let broker = MemoryBroker::new();
+    let release = stuck_subscriber(&broker, topic, group, records).await;
+    let app = App::new(broker.clone())
+        .stuck_after(stuck_after)
+        .http("127.0.0.1:0")
+        .spawn();
+    (broker, app, release)
+}
+
+/// Publishes `records` records to `topic` and subscribes to it in `group`: every record is
+/// finished but [`STUCK`], whose handler waits until the returned `Notify` is notified.
+pub async fn stuck_subscriber(
+    broker: &MemoryBroker,
+    topic: &str,
+    group: &str,
+    records: i64,
+) -> Arc<Notify> {
     for i in 0..records {
         broker.publish(topic, format!("{i}")).await.unwrap();
     }
@@ -75,9 +91,5 @@ pub async fn stuck_app(
                 }
             }
         });
-    let app = App::new(broker.clone())
-        .stuck_after(stuck_after)
-        .http("127.0.0.1:0")
-        .spawn();
-    (broker, app, release)
+    release
 }
