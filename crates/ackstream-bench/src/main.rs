@@ -57,14 +57,23 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::{Deserialize, Serialize};
 
-/// Counts heap allocations (for `--memory`): the system allocator, instrumented.
+/// The system allocator, counting allocations only once `--memory` turned counting on
+/// ([`count_allocations`]). Counting adds an atomic add on one shared counter per allocation;
+/// on in every mode, it would make allocations contend across threads, which no application
+/// pays, and the Kafka benches would charge it to the framework (which allocates in Rust) and
+/// not to raw librdkafka (which allocates in C, past this allocator).
 #[global_allocator]
-static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+static GLOBAL: taktora_bounded_alloc::CountingAllocator =
+    taktora_bounded_alloc::CountingAllocator::new();
 
-/// Heap allocations (and reallocations) so far.
+/// Turns allocation counting on for the rest of the process.
+pub(crate) fn count_allocations() {
+    GLOBAL.set_tracking(true);
+}
+
+/// Heap allocations (and reallocations) counted so far.
 pub(crate) fn alloc_count() -> u64 {
-    let stats = GLOBAL.stats();
-    (stats.allocations + stats.reallocations) as u64
+    GLOBAL.alloc_count() as u64
 }
 
 /// The benchmark's record: about 100 bytes of JSON.
@@ -149,6 +158,38 @@ pub(crate) fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The CPU time each of the process's threads used so far, summed by thread name, in ms,
+/// largest first (Linux `/proc/self/task`, 100 ticks a second), taken when a run ends and
+/// before its clients are dropped: where its time went, beside its rate.
+pub(crate) fn thread_cpu_ms() -> String {
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: utime and stime are fields 14 and 15, in clock ticks.
+        let Some((name, rest)) = stat
+            .split_once(" (")
+            .and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        *by_name.entry(name.to_owned()).or_default() += ticks * 10;
+    }
+    let mut all: Vec<_> = by_name.into_iter().filter(|(_, ms)| *ms > 0).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1));
+    all.iter()
+        .map(|(name, ms)| format!("{}:{ms}", name.replace(' ', "_")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Prints the result lines of a consuming run, after checking that `committed` (the group's

@@ -16,11 +16,12 @@ use ackstream::prelude::*;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::alloc_count;
+use crate::{alloc_count, count_allocations};
 use crate::args::Args;
 
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let policy: AckPolicy = args.policy.parse()?;
+    count_allocations();
     let broker = MemoryBroker::new();
     broker
         .create_topic("cost", 1)

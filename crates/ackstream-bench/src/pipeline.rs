@@ -360,6 +360,7 @@ async fn raw(
             }
         }
         let elapsed = confirmed.elapsed()?;
+        println!("thread_cpu_ms={}", crate::thread_cpu_ms());
         producer
             .flush(Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
@@ -422,6 +423,7 @@ async fn framework(
             return Err(e);
         }
     };
+    println!("thread_cpu_ms={}", crate::thread_cpu_ms());
     app.shutdown().await.map_err(|e| e.to_string())?; // synchronous commit of what finished
     let committed = crate::committed_offsets(args, &group, contents.partitions().len())?;
     Ok((elapsed, committed))
