@@ -185,7 +185,7 @@ pub(crate) fn thread_cpu_ms() -> String {
         *by_name.entry(name.to_owned()).or_default() += ticks * 10;
     }
     let mut all: Vec<_> = by_name.into_iter().filter(|(_, ms)| *ms > 0).collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1));
+    all.sort_by_key(|(_, ms)| std::cmp::Reverse(*ms));
     all.iter()
         .map(|(name, ms)| format!("{}:{ms}", name.replace(' ', "_")))
         .collect::<Vec<_>>()
