@@ -171,9 +171,7 @@ pub(crate) fn thread_cpu_ms() -> String {
             continue;
         };
         // `pid (comm) state ...`: utime and stime are fields 14 and 15, in clock ticks.
-        let Some((name, rest)) = stat
-            .split_once(" (")
-            .and_then(|(_, r)| r.rsplit_once(") "))
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
         else {
             continue;
         };

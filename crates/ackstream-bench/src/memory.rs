@@ -16,8 +16,8 @@ use ackstream::prelude::*;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::{alloc_count, count_allocations};
 use crate::args::Args;
+use crate::{alloc_count, count_allocations};
 
 pub(crate) async fn run(args: &Args) -> Result<(), String> {
     let policy: AckPolicy = args.policy.parse()?;

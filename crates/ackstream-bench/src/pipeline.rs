@@ -16,6 +16,8 @@
 //! delivery callback; ackstream: the runtime's `OffsetStored` event). Then the group's committed
 //! offsets are checked to be at the end of every partition, and OUT is read to its end (in a
 //! child process, as the input was) and must hold at least as many records as the input.
+//! Each run also prints `longest_stall_ms=`, the longest time without any progress, and
+//! `thread_cpu_ms=`, the CPU time of each thread.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +41,9 @@ use crate::{read_contents, report};
 /// The partitioner ackstream's producer sets (Java clients' placement of keys); outputs here
 /// are keyless, so it only matters in that both variants use the same one.
 const PARTITIONER: &str = "murmur2_random";
+
+/// How often [`Confirmed::watch_stalls`] looks at the progress.
+const STALL_SAMPLE: Duration = Duration::from_millis(10);
 
 /// What both variants share: per partition, the committable offset (the end of the prefix of
 /// inputs whose outputs are confirmed) against the partition's end, and the first and last
@@ -151,6 +156,30 @@ impl Confirmed {
         self.elapsed()
     }
 
+    /// Samples the progress every [`STALL_SAMPLE`] from the first record to the end of the
+    /// run, on a thread of its own; the handle returns the longest time without any progress
+    /// (a consumer that stops fetching for a while shows here, not only in a lower rate).
+    fn watch_stalls(self: &Arc<Self>) -> std::thread::JoinHandle<Duration> {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            // Sampling, not waiting for an event: a clock is what a stall is measured by.
+            while me.first.get().is_none() && !me.is_done() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (mut last, mut since, mut longest) =
+                (me.progress(), Instant::now(), Duration::ZERO);
+            while !me.is_done() {
+                std::thread::sleep(STALL_SAMPLE);
+                let now = me.progress();
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                }
+                longest = longest.max(since.elapsed());
+            }
+            longest
+        })
+    }
+
     /// The time from the first record to the last confirmation, once done.
     fn elapsed(&self) -> Result<Duration, String> {
         self.check_failures()?;
@@ -174,10 +203,15 @@ pub(crate) async fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot create {output}: {e}"))?;
     let confirmed = Arc::new(Confirmed::new(&contents));
     let variant = args.pipeline.as_deref().unwrap_or_default();
+    let stalls = confirmed.watch_stalls();
     let (elapsed, committed) = match variant {
         "raw" => raw(args, &contents, confirmed.clone()).await?,
         _ => framework(args, &contents, confirmed.clone()).await?,
     };
+    // Done (or failed, and then `is_done` is not set: the error above returned already).
+    if let Ok(longest) = stalls.join() {
+        println!("longest_stall_ms={}", longest.as_millis());
+    }
     if let Some(kb) = crate::peak_rss_kb() {
         println!("peak_rss_kb={kb}");
     }

@@ -99,8 +99,9 @@ pub(crate) struct Poller {
     run_rebalances: u64,
     batch: Vec<Record>,
     chunks: BytesMut,
-    /// Partitions paused at the budget's limit, to resume once drained.
-    paused: Vec<Arc<Inbox>>,
+    /// Partitions paused at the budget's limit, to resume once drained, each with the offset
+    /// it was sought back to (none if librdkafka refused that seek).
+    paused: Vec<(Arc<Inbox>, Option<i64>)>,
     /// Seeks that failed, with when to try again.
     retry: Vec<(Instant, Arc<Inbox>)>,
     /// Whether the handler reads headers; decoding them is skipped if not.
@@ -246,27 +247,42 @@ impl Poller {
             inbox.hand_over_all(&mut self.batch);
             return;
         }
-        if newly {
-            self.paused.push(inbox.clone());
-        }
-        if !seek(&self.consumer, &inbox.tp, offset) {
+        let sought = seek(&self.consumer, &inbox.tp, offset);
+        if !sought {
             inbox.hand_over_all(&mut self.batch);
+        }
+        let at = sought.then_some(offset);
+        match self.paused.iter_mut().find(|(p, _)| Arc::ptr_eq(p, inbox)) {
+            Some(entry) => entry.1 = at,
+            None => self.paused.push((inbox.clone(), at)),
         }
     }
 
     /// Resumes the paused partitions that have drained (and forgets the closed ones: their
     /// assignment's end resumed them, see the consumer's `revoked`).
+    ///
+    /// A resumed partition is sought again to where it was given back. librdkafka does not
+    /// fetch again on a resume alone: with every partition paused, its fetcher idles for about
+    /// a second before it looks again, and the whole consumer stalls. A seek starts the fetch
+    /// at once; to the same offset, it changes nothing else (nothing of the partition was
+    /// popped while it was paused).
     fn resume_drained(&mut self) {
         if self.paused.is_empty() {
             return;
         }
         let consumer = self.consumer.clone();
-        self.paused.retain(|inbox| {
+        self.paused.retain(|(inbox, at)| {
             if !inbox.resumable() {
                 return true;
             }
-            if !inbox.state().closed && !pause(&consumer, &inbox.tp, false) {
-                return true;
+            if !inbox.state().closed {
+                if !pause(&consumer, &inbox.tp, false) {
+                    return true;
+                }
+                if let Some(offset) = *at {
+                    // Refused, the fetch still starts, a second later.
+                    seek(&consumer, &inbox.tp, offset);
+                }
             }
             inbox.paused.store(false, Ordering::Release);
             false
