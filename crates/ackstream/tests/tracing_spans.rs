@@ -416,3 +416,31 @@ async fn an_input_acked_from_the_producer_callback_has_the_ack_on_its_span() {
         "invoices"
     );
 }
+
+/// Under `AckFirst` the settle comes before the handler: a failure of the handler after it
+/// is still recorded on the delivery's span, next to its ack.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failure_after_the_settle_is_recorded_on_the_same_span() {
+    let (exporter, provider, _guard) = exporter();
+    let broker = MemoryBroker::new();
+    broker.trace(ackstream::trace::Tracing::spans());
+    broker.publish("early", "x").await.unwrap();
+    broker
+        .subscriber("early")
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .ack_policy(AckPolicy::AckFirst)
+        .handle(|_: String| async move { Err::<(), _>(HandlerError::from("too late to nack")) });
+    let app = App::new(broker.clone()).spawn();
+    tokio::time::timeout(WAIT, broker.wait_committed("g", "early", 1))
+        .await
+        .unwrap();
+    // The handler fails after its ack, so maybe after the commit: the shutdown drains it.
+    app.shutdown().await.unwrap();
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = process_of(&spans, "early", 0);
+    assert_eq!(texts(span, attributes::SETTLE), ["ack"]);
+    assert_eq!(text(span, attributes::ERROR_TYPE), "error");
+    assert_eq!(text(span, attributes::REASON), "too late to nack");
+}
