@@ -12,6 +12,7 @@ use crate::interrupt::Disposition;
 use crate::interrupt::SettleStatus;
 use crate::record::{Headers, OutgoingRecord, Record, TopicPartition};
 use crate::settle::{self, PartitionContext, Plan};
+use crate::trace::DeliverySpan;
 use crate::tracker::DeliveryId;
 
 /// One delivery of a Kafka record, with `ack`, `nack` and `reject`.
@@ -41,6 +42,8 @@ struct Delivery {
     attempt: u32,
     settled: AtomicBool,
     partition: Arc<PartitionContext>,
+    /// Its span until it is settled, under tracing (empty otherwise).
+    span: DeliverySpan,
 }
 
 impl KafkaMessage {
@@ -56,6 +59,7 @@ impl KafkaMessage {
             attempt,
             settled: AtomicBool::new(false),
             partition,
+            span: DeliverySpan::default(),
         }))
     }
 
@@ -76,6 +80,7 @@ impl KafkaMessage {
             d.id = id;
             d.attempt = attempt;
             *d.settled.get_mut() = false;
+            d.span.reset();
             return msg;
         }
         Self::new(record, id, attempt, partition.clone())
@@ -211,9 +216,37 @@ impl KafkaMessage {
             dead_letters,
         ) {
             Plan::Apply(disposition) => {
-                Settling::Done(d.partition.apply(&d.record, d.id, disposition))
+                let span = self.take_span();
+                Settling::Done(
+                    d.partition
+                        .apply(&d.record, d.id, disposition, span.as_ref()),
+                )
             }
             Plan::DeadLetterFirst => Settling::DeadLetterFirst(DeadLetter(self)),
+        }
+    }
+
+    /// Keeps `span` as this delivery's: its settle is recorded there, wherever it is made.
+    pub(crate) fn keep_span(&self, span: tracing::Span) {
+        self.0.span.keep(span);
+    }
+
+    /// Takes this delivery's span for its settle (whoever claimed the settle): `None` without
+    /// tracing, without touching the slot.
+    pub(crate) fn take_span(&self) -> Option<tracing::Span> {
+        if self.0.partition.config.tracing.is_some() {
+            self.0.span.take()
+        } else {
+            None
+        }
+    }
+
+    /// Lets this delivery's span end once its run is over, if nothing else holds the message
+    /// (nothing can settle it any more; a message kept by the handler keeps its span until it
+    /// is settled).
+    pub(crate) fn release_span(&self) {
+        if Arc::strong_count(&self.0) == 1 {
+            drop(self.take_span());
         }
     }
 
@@ -273,7 +306,9 @@ impl DeadLetter<'_> {
     /// confirmed, a nack if it is not.
     pub(crate) async fn publish(self, why: &str) -> SettleStatus {
         let d = &self.0.0;
-        settle::dead_letter_first(&d.partition, &d.record, d.id, d.attempt, why).await
+        let span = self.0.take_span();
+        settle::dead_letter_first(&d.partition, &d.record, d.id, d.attempt, span.as_ref(), why)
+            .await
     }
 }
 

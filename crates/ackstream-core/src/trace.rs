@@ -6,11 +6,14 @@
 //! Off unless a broker is given a [`Tracing`] ([`Broker::trace`](crate::Broker::trace)); then
 //! each delivery runs inside a `process {topic}` span (kind consumer) that also covers its
 //! settle, and records the settle (`ackstream.settle`: ack, nack or reject), the attempt, and
-//! on failure `error.type` and the reason. Each publish (publishers, return values, replies,
-//! dead letters) gets a `send {topic}` span (kind producer) whose context the propagator
-//! injects into the record's headers; a consumer extracts it and parents its span under it,
-//! or links to it ([`Tracing::link_to_producer`]), so a trace follows a record through a
-//! pipeline of services.
+//! on failure `error.type` and the reason. A settle is recorded on the span of the delivery it
+//! settles, wherever it is made (a handler settling a message kept from an earlier delivery,
+//! another task, a producer's delivery callback), never on the span current there. Each
+//! publish (publishers, return values, replies, dead letters) gets a `send {topic}` span
+//! (kind producer) whose context the propagator injects into the record's headers; a
+//! consumer extracts it and parents its span under it, or links to it
+//! ([`Tracing::link_to_producer`]), so a trace follows a record through a pipeline of
+//! services.
 //!
 //! Every attribute name is in [`attributes`], one table; the span macros below are the only
 //! other place that names them (tracing needs field names as literals), and a test checks the
@@ -23,10 +26,11 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::Span;
 
+use crate::interrupt::Disposition;
 use crate::record::{Headers, OutgoingRecord, Record};
 
 /// The attribute names of OpenTelemetry's messaging conventions that ackstream's spans carry,
@@ -195,12 +199,54 @@ pub(crate) fn sending(tracing: Option<&Tracing>, record: &mut OutgoingRecord) ->
     }
 }
 
-/// Records a settle on the current span (the delivery's, when the settle is made inside it).
-pub(crate) fn record_settle(settle: &'static str) {
-    Span::current().record(attributes::SETTLE, settle);
+/// The span of one delivery, kept with it (in its message) until it is settled, so that its
+/// settle is recorded on that span wherever and whenever the settle is made: in its own
+/// handler, in the handler of another delivery that kept it, in another task, or in a
+/// producer's delivery callback on another thread. Empty without tracing: nothing is made or
+/// cloned per record then.
+///
+/// The span ends when its delivery has both run and been settled (or can no longer be: every
+/// handle to its message is gone). A lock, not a cell: whichever thread settles takes it.
+#[derive(Default)]
+pub(crate) struct DeliverySpan(Mutex<Option<Span>>);
+
+impl DeliverySpan {
+    /// Keeps `span` as the delivery's.
+    pub(crate) fn keep(&self, span: Span) {
+        *self.slot() = Some(span);
+    }
+
+    /// Takes the span, for the delivery's one settle (or to let the span end).
+    pub(crate) fn take(&self) -> Option<Span> {
+        self.slot().take()
+    }
+
+    /// Forgets the span: the message is reused for another delivery.
+    pub(crate) fn reset(&mut self) {
+        let slot = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        *slot = None;
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Span>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-/// Records a failure on the current span.
+/// Records `disposition`, the settle applied, on its delivery's `span` (the one kept with the
+/// delivery, not the current one: a settle can be made anywhere).
+pub(crate) fn record_settle(span: &Span, disposition: Disposition) {
+    span.record(
+        attributes::SETTLE,
+        match disposition {
+            Disposition::Ack => "ack",
+            Disposition::Reject => "reject",
+            Disposition::Nack { .. } => "nack",
+        },
+    );
+}
+
+/// Records a failure on the current span: called by the ack policy inside the failed
+/// delivery's span (see `PartitionContext::trace_failure`).
 pub(crate) fn record_failure(kind: &'static str, reason: &str) {
     let span = Span::current();
     span.record(attributes::ERROR_TYPE, kind);

@@ -32,18 +32,23 @@ pub(super) async fn process<S: MessageService>(
     // In place, not boxed: a box would copy the whole future for every record.
     let (span, started) = observing(msg);
     run(msg, service, config).instrument(span).await;
+    msg.release_span();
     if let Some(started) = started {
         msg.context().timed(started.elapsed());
     }
 }
 
-/// The delivery's span (none without tracing) and, when it is sampled, its start.
+/// The delivery's span (none without tracing), also kept with the delivery for its settle,
+/// and, when it is sampled, its start.
 #[inline(never)]
 fn observing(msg: &KafkaMessage) -> (tracing::Span, Option<std::time::Instant>) {
     let ctx = msg.context();
     let span = match &ctx.config.tracing {
         Some(tracing) => {
-            tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt())
+            let span =
+                tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt());
+            msg.keep_span(span.clone());
+            span
         }
         None => tracing::Span::none(),
     };

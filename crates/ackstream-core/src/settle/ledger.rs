@@ -279,7 +279,10 @@ impl PartitionContext {
         self.ledger().durations.record(d);
     }
 
-    /// Records a failure on the current span (the delivery's), when traced.
+    /// Records a failure of a delivery, when traced. Only the ack policy records failures, as
+    /// it resolves the outcome of a delivery's run, inside that delivery's span (its run is
+    /// instrumented with it): there the current span is the delivery's. (Batches have no
+    /// delivery spans: nothing is recorded for them.)
     pub(crate) fn trace_failure(&self, kind: &'static str, reason: &str) {
         if self.config.tracing.is_some() {
             crate::trace::record_failure(kind, reason);
@@ -322,26 +325,21 @@ impl PartitionContext {
     }
 
     /// Applies a settle of one delivery of `record` to the tracker, as decided by the settle
-    /// rule ([`plan`](super::plan)).
+    /// rule ([`plan`](super::plan)), and records it on the delivery's `span` (under tracing).
     pub(crate) fn apply(
         &self,
         record: &Record,
         id: DeliveryId,
         disposition: Disposition,
+        span: Option<&tracing::Span>,
     ) -> SettleStatus {
         let offset = record.offset;
         // Events are emitted under the ledger lock, so a partition's events reach observers in
         // the order the tracker saw them; a settle's `Settled` comes first, then what it caused
         // (`OffsetStored`, `HeldBack`).
         let settled = |status: SettleStatus| {
-            if self.config.tracing.is_some()
-                && let SettleStatus::Settled(d) = status
-            {
-                crate::trace::record_settle(match d {
-                    Disposition::Ack => "ack",
-                    Disposition::Reject => "reject",
-                    Disposition::Nack { .. } => "nack",
-                });
+            if let (Some(span), SettleStatus::Settled(d)) = (span, status) {
+                crate::trace::record_settle(span, d);
             }
             self.emit(|| Event::Settled {
                 tp: self.tp.clone(),

@@ -25,6 +25,7 @@ use std::time::Duration;
 pub(crate) use ledger::{Delivery, PartitionContext, Retry};
 
 use futures_util::future::BoxFuture;
+use tracing::Span;
 
 use crate::backend::DeliveryCallback;
 use crate::error::BackendError;
@@ -137,18 +138,19 @@ pub(crate) async fn dead_letter_first(
     record: &Record,
     id: DeliveryId,
     attempt: u32,
+    span: Option<&Span>,
     why: &str,
 ) -> SettleStatus {
     let Some(dead_letters) = &ctx.config.dead_letters else {
-        return ctx.apply(record, id, Disposition::Reject);
+        return ctx.apply(record, id, Disposition::Reject, span);
     };
-    let unfinished = NackOnDrop(Some((ctx, record, id)));
+    let unfinished = NackOnDrop(Some((ctx, record, id, span)));
     let published = dead_letters.publish(record, attempt, why).await;
     unfinished.disarm();
     match published {
         Ok(_) => {
             ctx.count(|c| c.dead_lettered += 1);
-            ctx.apply(record, id, Disposition::Reject)
+            ctx.apply(record, id, Disposition::Reject, span)
         }
         Err(e) => {
             tracing::error!(
@@ -159,7 +161,7 @@ pub(crate) async fn dead_letter_first(
                 error = %e,
                 "dead letter not published: the record is nacked, not committed"
             );
-            ctx.apply(record, id, DEAD_LETTER_NACK)
+            ctx.apply(record, id, DEAD_LETTER_NACK, span)
         }
     }
 }
@@ -170,7 +172,14 @@ const DEAD_LETTER_NACK: Disposition = Disposition::Nack {
 };
 
 /// Nacks a delivery whose dead letter is abandoned (as one that was not published).
-struct NackOnDrop<'a>(Option<(&'a PartitionContext, &'a Record, DeliveryId)>);
+struct NackOnDrop<'a>(
+    Option<(
+        &'a PartitionContext,
+        &'a Record,
+        DeliveryId,
+        Option<&'a Span>,
+    )>,
+);
 
 impl NackOnDrop<'_> {
     fn disarm(mut self) {
@@ -180,14 +189,14 @@ impl NackOnDrop<'_> {
 
 impl Drop for NackOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some((ctx, record, id)) = self.0.take() {
+        if let Some((ctx, record, id, span)) = self.0.take() {
             tracing::warn!(
                 topic = %record.topic,
                 partition = record.partition,
                 offset = record.offset,
                 "dead letter abandoned before it was confirmed: the record is nacked, not committed"
             );
-            ctx.apply(record, id, DEAD_LETTER_NACK);
+            ctx.apply(record, id, DEAD_LETTER_NACK, span);
         }
     }
 }

@@ -173,6 +173,7 @@ impl Outputs {
             record: msg.record().clone(),
             id: msg.delivery_id(),
             failed,
+            span: msg.take_span(),
             pending: msg.context_arc().output_started(),
             _permit: permit,
         }));
@@ -252,6 +253,10 @@ struct Settle {
     record: Record,
     id: DeliveryId,
     failed: Disposition,
+    /// The input's span, under tracing: the settle is recorded there, on whichever thread
+    /// answers. Dropped before `pending`, so a drain waiting for the outputs in flight also
+    /// waits for the span to end.
+    span: Option<tracing::Span>,
     pending: PendingOutput,
     _permit: OwnedSemaphorePermit,
 }
@@ -274,7 +279,7 @@ impl Unsettled {
         let ctx = settle.pending.context();
         let r = &settle.record;
         match failure {
-            None => ctx.apply(r, settle.id, Disposition::Ack),
+            None => ctx.apply(r, settle.id, Disposition::Ack, settle.span.as_ref()),
             Some(error) => {
                 tracing::warn!(
                     topic = %r.topic,
@@ -283,7 +288,7 @@ impl Unsettled {
                     %error,
                     "output not published: the input is nacked, not committed"
                 );
-                ctx.apply(r, settle.id, settle.failed)
+                ctx.apply(r, settle.id, settle.failed, settle.span.as_ref())
             }
         };
         // Then the partition's count of outputs in flight, then the permit.
@@ -301,7 +306,11 @@ impl Drop for Unsettled {
                 offset = r.offset,
                 "output abandoned before it was confirmed: the input is nacked, not committed"
             );
-            settle.pending.context().apply(r, settle.id, settle.failed);
+            let span = settle.span.as_ref();
+            settle
+                .pending
+                .context()
+                .apply(r, settle.id, settle.failed, span);
         }
     }
 }
