@@ -80,7 +80,10 @@ impl KafkaMessage {
             d.id = id;
             d.attempt = attempt;
             *d.settled.get_mut() = false;
-            d.span.reset();
+            // (Without tracing the slot is never filled.)
+            if partition.config.tracing.is_some() {
+                d.span.reset();
+            }
             return msg;
         }
         Self::new(record, id, attempt, partition.clone())
@@ -215,12 +218,18 @@ impl KafkaMessage {
             attempt_limit,
             dead_letters,
         ) {
+            // Without tracing, no span to take: the path stays as it was without spans.
+            Plan::Apply(disposition) if d.partition.config.tracing.is_none() => {
+                Settling::Done(d.partition.apply(&d.record, d.id, disposition))
+            }
             Plan::Apply(disposition) => {
-                let span = self.take_span();
-                Settling::Done(
-                    d.partition
-                        .apply(&d.record, d.id, disposition, span.as_ref()),
-                )
+                let span = d.span.take();
+                Settling::Done(d.partition.apply_traced(
+                    &d.record,
+                    d.id,
+                    disposition,
+                    span.as_ref(),
+                ))
             }
             Plan::DeadLetterFirst => Settling::DeadLetterFirst(DeadLetter(self)),
         }
@@ -233,6 +242,7 @@ impl KafkaMessage {
 
     /// Takes this delivery's span for its settle (whoever claimed the settle): `None` without
     /// tracing, without touching the slot.
+    #[inline]
     pub(crate) fn take_span(&self) -> Option<tracing::Span> {
         if self.0.partition.config.tracing.is_some() {
             self.0.span.take()

@@ -47,7 +47,10 @@ fn observing(msg: &KafkaMessage) -> (tracing::Span, Option<std::time::Instant>) 
         Some(tracing) => {
             let span =
                 tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt());
-            msg.keep_span(span.clone());
+            // A span no subscriber wants records nothing: not kept, no lock per record.
+            if !span.is_disabled() {
+                msg.keep_span(span.clone());
+            }
             span
         }
         None => tracing::Span::none(),

@@ -324,23 +324,35 @@ impl PartitionContext {
         });
     }
 
-    /// Applies a settle of one delivery of `record` to the tracker, as decided by the settle
-    /// rule ([`plan`](super::plan)), and records it on the delivery's `span` (under tracing).
-    pub(crate) fn apply(
+    /// [`apply`](Self::apply), then records the settle on the delivery's `span` (kept with the
+    /// delivery under tracing; none without).
+    pub(crate) fn apply_traced(
         &self,
         record: &Record,
         id: DeliveryId,
         disposition: Disposition,
         span: Option<&tracing::Span>,
     ) -> SettleStatus {
+        let status = self.apply(record, id, disposition);
+        if let (Some(span), SettleStatus::Settled(d)) = (span, status) {
+            crate::trace::record_settle(span, d);
+        }
+        status
+    }
+
+    /// Applies a settle of one delivery of `record` to the tracker, as decided by the settle
+    /// rule ([`plan`](super::plan)).
+    pub(crate) fn apply(
+        &self,
+        record: &Record,
+        id: DeliveryId,
+        disposition: Disposition,
+    ) -> SettleStatus {
         let offset = record.offset;
         // Events are emitted under the ledger lock, so a partition's events reach observers in
         // the order the tracker saw them; a settle's `Settled` comes first, then what it caused
         // (`OffsetStored`, `HeldBack`).
         let settled = |status: SettleStatus| {
-            if let (Some(span), SettleStatus::Settled(d)) = (span, status) {
-                crate::trace::record_settle(span, d);
-            }
             self.emit(|| Event::Settled {
                 tp: self.tp.clone(),
                 offset,

@@ -142,7 +142,7 @@ pub(crate) async fn dead_letter_first(
     why: &str,
 ) -> SettleStatus {
     let Some(dead_letters) = &ctx.config.dead_letters else {
-        return ctx.apply(record, id, Disposition::Reject, span);
+        return ctx.apply_traced(record, id, Disposition::Reject, span);
     };
     let unfinished = NackOnDrop(Some((ctx, record, id, span)));
     let published = dead_letters.publish(record, attempt, why).await;
@@ -150,7 +150,7 @@ pub(crate) async fn dead_letter_first(
     match published {
         Ok(_) => {
             ctx.count(|c| c.dead_lettered += 1);
-            ctx.apply(record, id, Disposition::Reject, span)
+            ctx.apply_traced(record, id, Disposition::Reject, span)
         }
         Err(e) => {
             tracing::error!(
@@ -161,7 +161,7 @@ pub(crate) async fn dead_letter_first(
                 error = %e,
                 "dead letter not published: the record is nacked, not committed"
             );
-            ctx.apply(record, id, DEAD_LETTER_NACK, span)
+            ctx.apply_traced(record, id, DEAD_LETTER_NACK, span)
         }
     }
 }
@@ -196,7 +196,7 @@ impl Drop for NackOnDrop<'_> {
                 offset = record.offset,
                 "dead letter abandoned before it was confirmed: the record is nacked, not committed"
             );
-            ctx.apply(record, id, DEAD_LETTER_NACK, span);
+            ctx.apply_traced(record, id, DEAD_LETTER_NACK, span);
         }
     }
 }

@@ -279,7 +279,7 @@ impl Unsettled {
         let ctx = settle.pending.context();
         let r = &settle.record;
         match failure {
-            None => ctx.apply(r, settle.id, Disposition::Ack, settle.span.as_ref()),
+            None => ctx.apply_traced(r, settle.id, Disposition::Ack, settle.span.as_ref()),
             Some(error) => {
                 tracing::warn!(
                     topic = %r.topic,
@@ -288,7 +288,7 @@ impl Unsettled {
                     %error,
                     "output not published: the input is nacked, not committed"
                 );
-                ctx.apply(r, settle.id, settle.failed, settle.span.as_ref())
+                ctx.apply_traced(r, settle.id, settle.failed, settle.span.as_ref())
             }
         };
         // Then the partition's count of outputs in flight, then the permit.
@@ -310,7 +310,7 @@ impl Drop for Unsettled {
             settle
                 .pending
                 .context()
-                .apply(r, settle.id, settle.failed, span);
+                .apply_traced(r, settle.id, settle.failed, span);
         }
     }
 }
