@@ -122,6 +122,11 @@ impl Tracing {
         Self::default()
     }
 
+    /// Whether trace context crosses records (in their headers).
+    pub(crate) fn propagates(&self) -> bool {
+        self.propagator.is_some()
+    }
+
     /// Spans, with context carried in headers by `propagator`.
     pub fn propagated(propagator: impl Propagator) -> Self {
         Self {

@@ -84,11 +84,14 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let config = match &ctx.tracing {
-        // Trace context comes in headers: read them whatever the handler takes.
-        Some(_) if !config.reads_headers => Arc::new(SubscriberConfig {
-            reads_headers: true,
-            ..(*config).clone()
-        }),
+        // Trace context comes in headers: read them whatever the handler takes (and only then:
+        // reading a record's headers is a large part of what consuming it costs).
+        Some(tracing) if tracing.propagates() && !config.reads_headers => {
+            Arc::new(SubscriberConfig {
+                reads_headers: true,
+                ..(*config).clone()
+            })
+        }
         _ => config,
     };
     let mut consumer = backend.consumer(&config).await?;
