@@ -26,6 +26,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing::Span;
@@ -213,27 +214,39 @@ pub(crate) fn sending(tracing: Option<&Tracing>, record: &mut OutgoingRecord) ->
 /// The span ends when its delivery has both run and been settled (or can no longer be: every
 /// handle to its message is gone). A lock, not a cell: whichever thread settles takes it.
 #[derive(Default)]
-pub(crate) struct DeliverySpan(Mutex<Option<Span>>);
+pub(crate) struct DeliverySpan {
+    /// Whether the slot holds a span: a settle of a delivery whose span nobody wanted (no
+    /// subscriber) reads this flag only, and takes no lock.
+    kept: AtomicBool,
+    slot: Mutex<Option<Span>>,
+}
 
 impl DeliverySpan {
-    /// Keeps `span` as the delivery's.
+    /// Keeps `span` as the delivery's (before its run: every settle comes after).
     pub(crate) fn keep(&self, span: Span) {
         *self.slot() = Some(span);
+        self.kept.store(true, Ordering::Release);
     }
 
     /// Takes the span, for the delivery's one settle (or to let the span end).
     pub(crate) fn take(&self) -> Option<Span> {
-        self.slot().take()
+        if !self.kept.load(Ordering::Acquire) {
+            return None;
+        }
+        let span = self.slot().take();
+        self.kept.store(false, Ordering::Release);
+        span
     }
 
     /// Forgets the span: the message is reused for another delivery.
     pub(crate) fn reset(&mut self) {
-        let slot = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
-        *slot = None;
+        if std::mem::take(self.kept.get_mut()) {
+            *self.slot.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<Span>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

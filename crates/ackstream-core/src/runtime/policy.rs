@@ -31,8 +31,14 @@ pub(super) async fn process<S: MessageService>(
     }
     // In place, not boxed: a box would copy the whole future for every record.
     let (span, started) = observing(msg);
+    // A span no subscriber wants was not kept: nothing to release. (One future either way: a
+    // second, uninstrumented variant here made the whole state machine costlier, observed or
+    // not: +35 instructions per record with observability off.)
+    let kept = !span.is_disabled();
     run(msg, service, config).instrument(span).await;
-    msg.release_span();
+    if kept {
+        msg.release_span();
+    }
     if let Some(started) = started {
         msg.context().timed(started.elapsed());
     }
