@@ -218,8 +218,9 @@ impl KafkaMessage {
             attempt_limit,
             dead_letters,
         ) {
-            // Without tracing, no span to take: the path stays as it was without spans.
-            Plan::Apply(disposition) if d.partition.config.tracing.is_none() => {
+            // No span kept (no tracing, or no subscriber wanted it): nothing to record, and the
+            // path stays as it was without spans.
+            Plan::Apply(disposition) if !d.span.is_kept() => {
                 Settling::Done(d.partition.apply(&d.record, d.id, disposition))
             }
             Plan::Apply(disposition) => {

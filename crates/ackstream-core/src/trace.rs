@@ -228,6 +228,13 @@ impl DeliverySpan {
         self.kept.store(true, Ordering::Release);
     }
 
+    /// Whether a span is kept: false for every delivery without tracing, and for every one
+    /// whose span no subscriber wanted.
+    #[inline]
+    pub(crate) fn is_kept(&self) -> bool {
+        self.kept.load(Ordering::Acquire)
+    }
+
     /// Takes the span, for the delivery's one settle (or to let the span end).
     pub(crate) fn take(&self) -> Option<Span> {
         if !self.kept.load(Ordering::Acquire) {

@@ -353,6 +353,38 @@ async fn a_settle_from_a_spawned_task_is_recorded_on_its_records_span() {
     );
 }
 
+/// Whether a delivery gets a span is decided per delivery, not once per partition: an app
+/// that started while nobody listened (no span made, at no cost) traces the records delivered
+/// after a subscriber starts listening.
+#[tokio::test(flavor = "current_thread")]
+async fn spans_begin_when_a_subscriber_starts_listening_while_the_app_runs() {
+    let broker = MemoryBroker::new();
+    broker.trace(ackstream::trace::Tracing::spans());
+    broker
+        .subscriber("late")
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .handle(|_: String| async {});
+    let app = App::new(broker.clone()).spawn();
+    broker.publish("late", "unheard").await.unwrap();
+    tokio::time::timeout(WAIT, broker.wait_committed("g", "late", 1))
+        .await
+        .unwrap();
+    let (exporter, provider, _guard) = exporter();
+    broker.publish("late", "heard").await.unwrap();
+    tokio::time::timeout(WAIT, broker.wait_committed("g", "late", 2))
+        .await
+        .unwrap();
+    app.shutdown().await.unwrap();
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(
+        texts(process_of(&spans, "late", 1), attributes::SETTLE),
+        vec!["ack".to_owned()],
+        "the record delivered after the subscriber started has its span and its ack"
+    );
+}
+
 /// `publish_to` on Kafka (librdkafka's mock cluster): the input is acked from the producer's
 /// delivery callback, on librdkafka's thread, once its output is confirmed; the ack is on the
 /// input's `process` span.

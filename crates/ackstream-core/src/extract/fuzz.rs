@@ -27,7 +27,6 @@ fn message(
         tracing: None,
         group: None,
         timed: false,
-        observed: false,
     });
     let ctx = Arc::new(PartitionContext::new(tp, Arc::new(NoCommit), config, false));
     let crate::settle::Delivery::Accepted(delivered) = ctx.deliver(0) else {

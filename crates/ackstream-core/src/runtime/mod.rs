@@ -154,7 +154,6 @@ where
         tracing: ctx.tracing.clone(),
         group: config.group_id.as_deref().map(Arc::from),
         timed: ctx.timed,
-        observed: ctx.timed || ctx.tracing.is_some(),
     });
     let group: Option<Arc<str>> = config.group_id.as_deref().map(Arc::from);
     let emit = |event: Event| {

@@ -25,43 +25,51 @@ pub(super) async fn process<S: MessageService>(
     service: &mut S,
     config: &SubscriberConfig,
 ) {
-    // One test for everything observability adds (spans, timing): off, the path is as before.
-    if !msg.context().config.observed {
-        return run(msg, service, config).await;
-    }
-    // In place, not boxed: a box would copy the whole future for every record.
-    let (span, started) = observing(msg);
-    // A span no subscriber wants was not kept: nothing to release. (One future either way: a
-    // second, uninstrumented variant here made the whole state machine costlier, observed or
-    // not: +35 instructions per record with observability off.)
-    let kept = !span.is_disabled();
-    run(msg, service, config).instrument(span).await;
-    if kept {
-        msg.release_span();
+    let ctx = msg.context();
+    // A sampled record's handler is timed (off, or not sampled: one test).
+    let started = ctx.times(msg.offset()).then(std::time::Instant::now);
+    // Spans only while someone may want them: with tracing off, or while no subscriber
+    // anywhere listens at `info`, the delivery runs exactly as without observability (an
+    // instrumented run with a disabled span cost about 90 instructions per record more).
+    if traced(ctx) {
+        // In place, not boxed: a box would copy the whole future for every record.
+        let span = delivery_span(msg);
+        // A span no subscriber wants was not kept: nothing to release.
+        let kept = !span.is_disabled();
+        run(msg, service, config).instrument(span).await;
+        if kept {
+            msg.release_span();
+        }
+    } else {
+        run(msg, service, config).await;
     }
     if let Some(started) = started {
-        msg.context().timed(started.elapsed());
+        ctx.timed(started.elapsed());
     }
 }
 
-/// The delivery's span (none without tracing), also kept with the delivery for its settle,
-/// and, when it is sampled, its start.
+/// Whether deliveries of `ctx`'s partition get spans now: the subscriber is traced and some
+/// subscriber listens at `info` (tracing's global level filter, the first test its span macros
+/// make; it follows subscribers set later and scoped ones).
+#[inline]
+fn traced(ctx: &crate::settle::PartitionContext) -> bool {
+    ctx.config.tracing.is_some()
+        && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+}
+
+/// The delivery's span, also kept with the delivery for its settle when a subscriber wants it.
 #[inline(never)]
-fn observing(msg: &KafkaMessage) -> (tracing::Span, Option<std::time::Instant>) {
+fn delivery_span(msg: &KafkaMessage) -> tracing::Span {
     let ctx = msg.context();
-    let span = match &ctx.config.tracing {
-        Some(tracing) => {
-            let span =
-                tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt());
-            // A span no subscriber wants records nothing: not kept, no lock per record.
-            if !span.is_disabled() {
-                msg.keep_span(span.clone());
-            }
-            span
-        }
-        None => tracing::Span::none(),
+    let Some(tracing) = &ctx.config.tracing else {
+        return tracing::Span::none();
     };
-    (span, ctx.times(msg.offset()).then(std::time::Instant::now))
+    let span = tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt());
+    // A span no subscriber wants records nothing: not kept, no lock per record.
+    if !span.is_disabled() {
+        msg.keep_span(span.clone());
+    }
+    span
 }
 
 #[inline(always)]

@@ -54,8 +54,6 @@ pub(crate) struct SettleConfig {
     pub(crate) group: Option<std::sync::Arc<str>>,
     /// Whether handler durations are sampled (for the duration histogram).
     pub(crate) timed: bool,
-    /// `tracing.is_some() || timed`: the one test the per-record path makes for them.
-    pub(crate) observed: bool,
 }
 
 /// The erased backend publish the settle rule waits on (dead letters, `publish_only` outputs).

@@ -102,7 +102,6 @@ mod cancelled {
             tracing: None,
             group: None,
             timed: false,
-            observed: false,
         });
         let stored = Stored::default();
         let tp = TopicPartition::new("t", 0);
