@@ -7,7 +7,7 @@ usage: ackstream-bench --bootstrap HOST:PORT --topic T --count N --produce [--pa
                        [--slow-partition N --slow-ms MS] [--config key=value]...
        ackstream-bench --bootstrap HOST:PORT --topic T --read-contents [--quiet-timeout-s S]
                        [--config key=value]...
-       ackstream-bench --memory --count N [--policy POLICY] [--no-consume] [--observe]
+       ackstream-bench --memory --count N [--policy POLICY] [--no-consume] [--observe [--traced]]
        ackstream-bench --amplification [--memory | --bootstrap HOST:PORT --topic T] --count N
                        [--policy POLICY] [--concurrency K] [--ordering ORDERING]
                        [--fail-every F] [--handler-sleep-ms MS] [--partitions P]
@@ -29,7 +29,9 @@ the handler of partition N's records await --slow-ms MS instead (0: none), and t
 the other partitions only: it ends when they are done and prints `others_msgs_per_s=`.
 --observe (a policy run, on Kafka or --memory) turns observability on as an app would: spans
 for every delivery (no subscriber installed: no exporter), and the HTTP endpoint with /metrics
-(the monitor's samples, the duration histogram's timing).
+(the monitor's samples, the duration histogram's timing). --traced adds a listener: an
+OpenTelemetry tracer (tracing-opentelemetry over the SDK, with no exporter) records every span,
+and trace context is propagated in headers (`observe::otel::tracing()`).
 --amplification nacks the first attempt of one record in F (default 10) and counts deliveries
 until every record succeeded once (POLICY default nack_on_error; not ack_first, which acks
 before the handler runs; with --memory, P partitions, default 4).
@@ -70,6 +72,8 @@ pub(crate) struct Args {
     pub(crate) no_consume: bool,
     /// `--observe`: spans, metrics and the HTTP endpoint on.
     pub(crate) observe: bool,
+    /// `--traced`: with `--observe`, an OpenTelemetry tracer with no exporter listens.
+    pub(crate) traced: bool,
     /// `--partitions`: of the topic `--produce` creates (or of the in-memory one).
     pub(crate) partitions: i32,
     /// librdkafka settings for every client of every variant.
@@ -120,6 +124,7 @@ impl Args {
             memory: false,
             no_consume: false,
             observe: false,
+            traced: false,
             partitions: 4,
             config: Vec::new(),
             amplification: false,
@@ -199,6 +204,7 @@ impl Args {
                 "--memory" => args.memory = true,
                 "--no-consume" => args.no_consume = true,
                 "--observe" => args.observe = true,
+                "--traced" => args.traced = true,
                 "-h" | "--help" => return Err("help requested".into()),
                 other => return Err(format!("unknown argument {other}")),
             }

@@ -249,8 +249,24 @@ fn observed(
     if !args.observe {
         return app;
     }
-    broker.trace(ackstream::trace::Tracing::spans());
+    if args.traced {
+        listen_with_opentelemetry();
+        broker.trace(ackstream::observe::otel::tracing());
+    } else {
+        broker.trace(ackstream::trace::Tracing::spans());
+    }
     app.http("127.0.0.1:0")
+}
+
+/// Installs, for the whole process, an OpenTelemetry tracer with no exporter behind
+/// `tracing-opentelemetry`: every span is built and recorded by the SDK, then dropped.
+fn listen_with_opentelemetry() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("ackstream-bench"));
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        .expect("the bench installs its only subscriber once");
 }
 
 fn main() {

@@ -149,8 +149,15 @@ impl Tracing {
         self.link
     }
 
-    /// The span of one delivery of `record`, its producer's context applied.
-    pub(crate) fn process_span(&self, record: &Record, group: Option<&str>, attempt: u32) -> Span {
+    /// The span of one delivery of `record`, named `name` (`process {topic}`), its producer's
+    /// context applied.
+    pub(crate) fn process_span(
+        &self,
+        name: &str,
+        record: &Record,
+        group: Option<&str>,
+        attempt: u32,
+    ) -> Span {
         let key = record
             .key
             .as_deref()
@@ -158,7 +165,7 @@ impl Tracing {
         let span = tracing::info_span!(
             target: "ackstream",
             "process",
-            "otel.name" = format!("process {}", record.topic),
+            "otel.name" = name,
             "otel.kind" = "consumer",
             "messaging.system" = "kafka",
             "messaging.operation.type" = "process",
@@ -301,7 +308,7 @@ mod tests {
             timestamp: None,
             payload: "payload".into(),
         };
-        let process = Tracing::spans().process_span(&record, Some("g"), 1);
+        let process = Tracing::spans().process_span("process t", &record, Some("g"), 1);
         assert_eq!(field_names(&process), attributes::PROCESS);
         let mut outgoing = OutgoingRecord::new("t", "payload");
         let send = Tracing::spans().send_span(&mut outgoing);

@@ -64,7 +64,12 @@ fn delivery_span(msg: &KafkaMessage) -> tracing::Span {
     let Some(tracing) = &ctx.config.tracing else {
         return tracing::Span::none();
     };
-    let span = tracing.process_span(msg.record(), ctx.config.group.as_deref(), msg.attempt());
+    let span = tracing.process_span(
+        &ctx.span_name,
+        msg.record(),
+        ctx.config.group.as_deref(),
+        msg.attempt(),
+    );
     // A span no subscriber wants records nothing: not kept, no lock per record.
     if !span.is_disabled() {
         msg.keep_span(span.clone());

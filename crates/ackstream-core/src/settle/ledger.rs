@@ -84,6 +84,9 @@ pub(crate) struct PartitionContext {
     /// [`PendingOutput`]); a revoke waits for them, within the drain deadline.
     pending_outputs: AtomicUsize,
     outputs_done: Notify,
+    /// `process {topic}`, the name of this partition's delivery spans, made once (empty
+    /// without tracing) rather than formatted for every record.
+    pub(crate) span_name: Box<str>,
 }
 
 /// One output publish of a partition in flight: counted while it lives (dropped when the
@@ -124,7 +127,12 @@ impl PartitionContext {
             OffsetTracker::new()
         };
         let offset = offsets.partition(&tp);
+        let span_name = match config.tracing {
+            Some(_) => format!("process {}", tp.topic).into(),
+            None => Box::default(),
+        };
         Self {
+            span_name,
             tp,
             ledger: Mutex::new(Ledger {
                 tracker,
