@@ -223,17 +223,19 @@ impl KafkaMessage {
             Plan::Apply(disposition) if !d.span.is_kept() => {
                 Settling::Done(d.partition.apply(&d.record, d.id, disposition))
             }
-            Plan::Apply(disposition) => {
-                let span = d.span.take();
-                Settling::Done(d.partition.apply_traced(
-                    &d.record,
-                    d.id,
-                    disposition,
-                    span.as_ref(),
-                ))
-            }
+            Plan::Apply(disposition) => Settling::Done(self.apply_traced(disposition)),
             Plan::DeadLetterFirst => Settling::DeadLetterFirst(DeadLetter(self)),
         }
+    }
+
+    /// Applies `disposition` and records it on the span kept with this delivery: out of line,
+    /// so the untraced settle above stays small enough to inline.
+    #[inline(never)]
+    fn apply_traced(&self, disposition: Disposition) -> SettleStatus {
+        let d = &self.0;
+        let span = d.span.take();
+        d.partition
+            .apply_traced(&d.record, d.id, disposition, span.as_ref())
     }
 
     /// Keeps `span` as this delivery's: its settle is recorded there, wherever it is made.

@@ -17,6 +17,42 @@ use crate::outcome::Outcome;
 use crate::response::Output;
 use crate::settle::output::Records;
 
+/// One delivery's run: the service called for it (inside the panic guard), then its settle.
+/// A macro, not a function: written into `process` itself, the untraced run is part of its
+/// state machine, as it was before spans (as a nested future it measured 12 instructions per
+/// record more, callgrind). The traced run uses it too.
+macro_rules! run {
+    ($msg:expr, $service:expr, $config:expr) => {{
+        let (msg, service, config): (&KafkaMessage, _, &SubscriberConfig) =
+            ($msg, $service, $config);
+        if config.ack_policy == AckPolicy::AckFirst {
+            // An ack is applied at once: the settle rule never dead-letters one.
+            let _ = msg.settle_with(Disposition::Ack, None);
+        }
+        // `call_when_ready`, written out: through the function the per-record path measured
+        // 7 instructions more (callgrind, `scripts/bench-cost`).
+        let run = async {
+            let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+            let Ok(outcome) = service.call(msg.clone()).await;
+            outcome
+        };
+        let outcome = AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
+        // `settle`, written out: awaiting it as a nested future measured 47 instructions more
+        // per record (callgrind, `scripts/bench-cost`).
+        if let Outcome::Success = outcome {
+            settle_success(msg, config.ack_policy);
+            // Nothing to drop in a success; forgetting it skips the call to the enum's drop
+            // glue (27 instructions per record).
+            std::mem::forget(outcome);
+        } else if let Some(publish) = resolve(msg, outcome, config) {
+            let _ = AssertUnwindSafe(publish).catch_unwind().await;
+        }
+    }};
+}
+
 /// Runs the subscriber's service (its layers and handler) for one delivery and settles it as
 /// the policy says. The policy wraps the whole stack: whatever a layer does, panics included,
 /// becomes an outcome the policy settles.
@@ -29,19 +65,12 @@ pub(super) async fn process<S: MessageService>(
     // A sampled record's handler is timed (off, or not sampled: one test).
     let started = ctx.times(msg.offset()).then(std::time::Instant::now);
     // Spans only while someone may want them: with tracing off, or while no subscriber
-    // anywhere listens at `info`, the delivery runs exactly as without observability (an
-    // instrumented run with a disabled span cost about 90 instructions per record more).
+    // anywhere listens at `info`, the delivery runs as without observability (an instrumented
+    // run with a disabled span cost about 90 instructions per record more).
     if traced(ctx) {
-        // In place, not boxed: a box would copy the whole future for every record.
-        let span = delivery_span(msg);
-        // A span no subscriber wants was not kept: nothing to release.
-        let kept = !span.is_disabled();
-        run(msg, service, config).instrument(span).await;
-        if kept {
-            msg.release_span();
-        }
+        traced_run(msg, service, config).await;
     } else {
-        run(msg, service, config).await;
+        run!(msg, service, config);
     }
     if let Some(started) = started {
         ctx.timed(started.elapsed());
@@ -77,34 +106,19 @@ fn delivery_span(msg: &KafkaMessage) -> tracing::Span {
     span
 }
 
-#[inline(always)]
-async fn run<S: MessageService>(msg: &KafkaMessage, service: &mut S, config: &SubscriberConfig) {
-    if config.ack_policy == AckPolicy::AckFirst {
-        // An ack is applied at once: the settle rule never dead-letters one.
-        let _ = msg.settle_with(Disposition::Ack, None);
-    }
-    // `call_when_ready`, written out: through the function the per-record path measured 7
-    // instructions more (callgrind, `scripts/bench-cost`).
-    let run = async {
-        let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
-        let Ok(outcome) = service.call(msg.clone()).await;
-        outcome
-    };
-    let outcome = AssertUnwindSafe(run)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|p| Outcome::Panicked(panic_message(&*p)));
-    // `settle`, written out: awaiting it as a nested future measured 47 instructions more per
-    // record (callgrind, `scripts/bench-cost`).
-    if let Outcome::Success = outcome {
-        settle_success(msg, config.ack_policy);
-        // Nothing to drop in a success; forgetting it skips the call to the enum's drop glue
-        // (27 instructions per record).
-        std::mem::forget(outcome);
-        return;
-    }
-    if let Some(publish) = resolve(msg, outcome, config) {
-        let _ = AssertUnwindSafe(publish).catch_unwind().await;
+/// A delivery's run inside its span, which is kept with the delivery for its settle.
+async fn traced_run<S: MessageService>(
+    msg: &KafkaMessage,
+    service: &mut S,
+    config: &SubscriberConfig,
+) {
+    // In place, not boxed: a box would copy the whole future for every record.
+    let span = delivery_span(msg);
+    // A span no subscriber wants was not kept: nothing to release.
+    let kept = !span.is_disabled();
+    async { run!(msg, service, config) }.instrument(span).await;
+    if kept {
+        msg.release_span();
     }
 }
 
