@@ -52,7 +52,7 @@ pub trait Backend: Send + Sync + 'static {
         record: OutgoingRecord,
         done: DeliveryCallback,
     ) -> impl Future<Output = ()> + Send {
-        tokio::spawn(async move { done(self.publish(record).await) });
+        tokio::spawn(async move { done.call(self.publish(record).await) });
         std::future::ready(())
     }
 
@@ -73,9 +73,53 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-/// What [`Backend::publish_then`] calls with the broker's answer.
-pub type DeliveryCallback =
-    Box<dyn FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static>;
+/// What [`Backend::publish_then`] calls with the broker's answer ([`Answer::call`]). One
+/// pointer, so a backend can hand it to a C library as the record's opaque, and one
+/// allocation for an input waiting for its one output (the common case of `publish_to`),
+/// which is held inline: a boxed closure in a box was two, made on one thread and freed on
+/// another for every output.
+pub type DeliveryCallback = Box<Answer>;
+
+/// Where a publish's answer goes: see [`DeliveryCallback`].
+pub struct Answer(AnswerKind);
+
+enum AnswerKind {
+    /// Any callback.
+    Call(Box<dyn FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static>),
+    /// An input settled once its one output is answered.
+    Settle(crate::settle::output::Unsettled),
+}
+
+impl Answer {
+    /// A callback that calls `f` with the answer.
+    pub fn new(
+        f: impl FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static,
+    ) -> DeliveryCallback {
+        Box::new(Self(AnswerKind::Call(Box::new(f))))
+    }
+
+    /// The callback that settles an input once its one output is answered.
+    pub(crate) fn settle(input: crate::settle::output::Unsettled) -> DeliveryCallback {
+        Box::new(Self(AnswerKind::Settle(input)))
+    }
+
+    /// Hands the broker's answer over (once: it consumes the callback).
+    pub fn call(self: Box<Self>, answer: Result<RecordPosition, BackendError>) {
+        match self.0 {
+            AnswerKind::Call(f) => f(answer),
+            AnswerKind::Settle(input) => input.finish(answer.err()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            AnswerKind::Call(_) => "Answer::Call",
+            AnswerKind::Settle(_) => "Answer::Settle",
+        })
+    }
+}
 
 /// One subscriber's connection: assignment events and the offset store.
 pub trait Consumer: Send + 'static {

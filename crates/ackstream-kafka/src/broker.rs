@@ -92,7 +92,7 @@ impl ackstream_core::backend::Backend for KafkaBackend {
     async fn publish_then(self: Arc<Self>, record: OutgoingRecord, done: DeliveryCallback) {
         match self.producer().await {
             Ok(producer) => crate::producer::enqueue(producer, record, done).await,
-            Err(e) => done(Err(e)),
+            Err(e) => done.call(Err(e)),
         }
     }
 

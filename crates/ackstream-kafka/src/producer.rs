@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ackstream_core::backend::DeliveryCallback;
+use ackstream_core::backend::{Answer, DeliveryCallback};
 use ackstream_core::{BackendError, OutgoingRecord, RecordPosition};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -27,7 +27,7 @@ pub(crate) struct Deliveries;
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Box<DeliveryCallback>;
+    type DeliveryOpaque = DeliveryCallback;
 
     fn delivery(&self, result: &DeliveryResult<'_>, done: Self::DeliveryOpaque) {
         let answer = match result {
@@ -44,7 +44,7 @@ impl ProducerContext for Deliveries {
                 e.clone(),
             )),
         };
-        done(answer);
+        done.call(answer);
     }
 }
 
@@ -65,7 +65,7 @@ pub(crate) async fn publish(
     record: OutgoingRecord,
 ) -> Result<RecordPosition, BackendError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let done: DeliveryCallback = Box::new(move |answer| {
+    let done = Answer::new(move |answer| {
         let _ = tx.send(answer);
     });
     let topic = record.topic.clone();
@@ -81,8 +81,11 @@ pub(crate) async fn publish(
 
 /// Hands `record` to the producer, waiting while its queue is full; `done` gets the delivery
 /// report (or the reason the record could not be handed over).
-pub(crate) async fn enqueue(producer: &Producer, record: OutgoingRecord, done: DeliveryCallback) {
-    let mut done = Box::new(done);
+pub(crate) async fn enqueue(
+    producer: &Producer,
+    record: OutgoingRecord,
+    mut done: DeliveryCallback,
+) {
     // Read only once the queue is full: a clock read per record shows in a profile.
     let mut since: Option<Instant> = None;
     loop {
@@ -94,7 +97,7 @@ pub(crate) async fn enqueue(producer: &Producer, record: OutgoingRecord, done: D
                 done = back;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err((e, back)) => return refused(&record, e, *back),
+            Err((e, back)) => return refused(&record, e, back),
         }
     }
 }
@@ -106,13 +109,13 @@ pub(crate) fn try_enqueue(
     record: OutgoingRecord,
     done: DeliveryCallback,
 ) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
-    match send(producer, &record, Box::new(done)) {
+    match send(producer, &record, done) {
         Ok(()) => Ok(()),
         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-            Err((record, *back))
+            Err((record, back))
         }
         Err((e, back)) => {
-            refused(&record, e, *back);
+            refused(&record, e, back);
             Ok(())
         }
     }
@@ -123,7 +126,7 @@ fn refused(record: &OutgoingRecord, e: KafkaError, done: DeliveryCallback) {
     let at = record
         .partition
         .map_or_else(String::new, |p| format!(" partition {p}"));
-    done(Err(kafka_error(
+    done.call(Err(kafka_error(
         format!("publish to {}{at} failed", record.topic),
         e,
     )));
@@ -134,8 +137,8 @@ fn refused(record: &OutgoingRecord, e: KafkaError, done: DeliveryCallback) {
 fn send(
     producer: &Producer,
     record: &OutgoingRecord,
-    done: Box<DeliveryCallback>,
-) -> Result<(), (KafkaError, Box<DeliveryCallback>)> {
+    done: DeliveryCallback,
+) -> Result<(), (KafkaError, DeliveryCallback)> {
     let mut base = BaseRecord::with_opaque_to(&record.topic, done).payload(&record.payload[..]);
     // (No header list at all for a record without headers: librdkafka allocates one.)
     if !record.headers.is_empty() {

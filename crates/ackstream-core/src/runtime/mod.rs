@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Backend, Consumer, ConsumerEvent, DeliveryCallback, OffsetStore, PartitionFeed,
+    Answer, Backend, Consumer, ConsumerEvent, DeliveryCallback, OffsetStore, PartitionFeed,
 };
 use crate::config::SubscriberConfig;
 use crate::dead_letter::DeadLetters;
@@ -122,13 +122,13 @@ where
             // The span lasts until the broker's answer.
             let span = trace::sending(tracing.as_ref(), record);
             let (publishes, started) = (publishes.clone(), std::time::Instant::now());
-            Box::new(move |result: Result<RecordPosition, BackendError>| {
+            Answer::new(move |result: Result<RecordPosition, BackendError>| {
                 if let Some(p) = publishes {
                     p.answered(result.is_ok(), started.elapsed());
                 }
                 let _span = span;
-                done(result);
-            }) as DeliveryCallback
+                done.call(result);
+            })
         }) as Arc<ObserveFn>
     });
     #[allow(clippy::result_large_err)] // given back only when the producer cannot take it

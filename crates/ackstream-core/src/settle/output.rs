@@ -9,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::ledger::PendingOutput;
 use super::{EnqueueFn, ObserveFn, PUBLISH_TIMEOUT, PublishFn, TryEnqueueFn};
-use crate::backend::DeliveryCallback;
+use crate::backend::{Answer, DeliveryCallback};
 use crate::error::BackendError;
 use crate::interrupt::Disposition;
 use crate::message::Claimed;
@@ -180,7 +180,7 @@ impl Outputs {
         let records = match records {
             // One output (one topic, no `reply_to`): its callback settles the input itself.
             Records::One(record) => {
-                let done: DeliveryCallback = Box::new(move |result| settle.finish(result.err()));
+                let done = Answer::settle(settle);
                 let (record, done) = self.observed(record, done);
                 return match (self.try_enqueue)(record, done) {
                     Ok(()) => None,
@@ -264,7 +264,7 @@ struct Settle {
 /// An input waiting for its outputs' answers. Dropped before [`finish`](Self::finish) (answers
 /// that can never come: the producer went away with the records), it nacks the input, which
 /// stays unfinished and comes back.
-struct Unsettled(Option<Settle>);
+pub(crate) struct Unsettled(Option<Settle>);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -272,7 +272,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Unsettled {
     /// Acks the input, or nacks it if an output failed.
-    fn finish(mut self, failure: Option<BackendError>) {
+    pub(crate) fn finish(mut self, failure: Option<BackendError>) {
         let Some(settle) = self.0.take() else {
             return;
         };
@@ -319,7 +319,7 @@ impl InFlight {
     /// The callback of one of the input's outputs.
     fn callback(self: &Arc<Self>) -> DeliveryCallback {
         let answer = self.clone();
-        Box::new(move |result| answer.answered(result))
+        Answer::new(move |result| answer.answered(result))
     }
 
     fn answered(&self, result: Result<RecordPosition, BackendError>) {

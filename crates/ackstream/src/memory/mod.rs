@@ -138,7 +138,7 @@ impl Backend for MemoryBackend {
 
     /// Appends at once and answers at once: the in-memory log confirms as it stores.
     async fn publish_then(self: Arc<Self>, record: OutgoingRecord, done: DeliveryCallback) {
-        done(self.append(&record));
+        done.call(self.append(&record));
     }
 
     /// The same, at once: the in-memory log never has to wait.
@@ -147,7 +147,7 @@ impl Backend for MemoryBackend {
         record: OutgoingRecord,
         done: DeliveryCallback,
     ) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
-        done(self.append(&record));
+        done.call(self.append(&record));
         Ok(())
     }
 }
