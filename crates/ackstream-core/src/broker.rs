@@ -280,11 +280,7 @@ pub trait Broker: Clone + Send + Sync + 'static {
     }
 
     /// Starts publishing `payload` to `topic`; add a key, headers or a partition, then `.await`.
-    fn publish(
-        &self,
-        topic: impl Into<String>,
-        payload: impl Into<Bytes>,
-    ) -> Publish<Self::Backend> {
+    fn publish(&self, topic: impl AsRef<str>, payload: impl Into<Bytes>) -> Publish<Self::Backend> {
         let (tracing, publishes) = {
             let inner = self.core().inner();
             (inner.tracing.clone(), inner.publishes.clone())
@@ -316,7 +312,7 @@ pub trait Broker: Clone + Send + Sync + 'static {
     #[cfg(feature = "json")]
     fn publish_json<T: serde::Serialize + ?Sized>(
         &self,
-        topic: impl Into<String>,
+        topic: impl AsRef<str>,
         value: &T,
     ) -> Result<Publish<Self::Backend>, serde_json::Error> {
         Ok(self.publish(topic, serde_json::to_vec(value)?))

@@ -167,8 +167,8 @@ pub struct Record {
 /// A record to publish.
 #[derive(Clone, Debug)]
 pub struct OutgoingRecord {
-    /// Destination topic.
-    pub topic: String,
+    /// Destination topic (shared, not copied: a subscriber's outputs all name the same few).
+    pub topic: Arc<str>,
     /// Key; with no explicit partition, the key chooses the partition (murmur2, as Kafka's default).
     pub key: Option<Bytes>,
     /// Headers.
@@ -183,9 +183,9 @@ pub struct OutgoingRecord {
 
 impl OutgoingRecord {
     /// A record with only a topic and a payload.
-    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl AsRef<str>, payload: impl Into<Bytes>) -> Self {
         Self {
-            topic: topic.into(),
+            topic: Arc::from(topic.as_ref()),
             key: None,
             headers: Headers::new(),
             partition: None,

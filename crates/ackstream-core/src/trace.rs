@@ -194,7 +194,7 @@ impl Tracing {
             "otel.kind" = "producer",
             "messaging.system" = "kafka",
             "messaging.operation.type" = "send",
-            "messaging.destination.name" = record.topic.as_str(),
+            "messaging.destination.name" = &*record.topic,
             "messaging.destination.partition.id" = record.partition.map(|p| p.to_string()),
         );
         if let Some(p) = &self.propagator {

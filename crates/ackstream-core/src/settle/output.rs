@@ -25,7 +25,7 @@ pub(crate) const OUTPUTS_IN_FLIGHT: usize = 65_536;
 /// A subscriber's output topics and the means to publish to them.
 #[derive(Clone)]
 pub(crate) struct Outputs {
-    topics: Arc<[String]>,
+    topics: Arc<[Arc<str>]>,
     /// Whether an input's `reply_to` gets the output too.
     replies: bool,
     publish: Arc<PublishFn>,
@@ -56,7 +56,7 @@ impl Outputs {
         observe: Option<Arc<ObserveFn>>,
     ) -> Self {
         Self {
-            topics: topics.into(),
+            topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             replies,
             publish,
             enqueue,
@@ -110,10 +110,10 @@ impl Outputs {
         Records::Many(
             self.topics
                 .iter()
-                .map(String::as_str)
-                .chain(reply_to)
+                .cloned()
+                .chain(reply_to.map(Arc::from))
                 .map(|topic| OutgoingRecord {
-                    topic: topic.to_owned(),
+                    topic,
                     key: output.key.clone(),
                     headers: headers.clone(),
                     partition: output.partition,
