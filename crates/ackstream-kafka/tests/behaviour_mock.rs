@@ -214,3 +214,76 @@ async fn a_publishers_timestamp_is_the_records_timestamp() {
     app.shutdown().await.unwrap();
     assert_eq!(read, Some(Some(1_700_000_000_123)));
 }
+
+/// A subscriber to two topics whose partitions have the same numbers gets each record with
+/// its own topic, once, in order per topic, and commits each topic to its end: the poll
+/// thread tells records of `a`/0 from records of `b`/0 popped in one turn by their topic, not
+/// by their partition alone (it skips reading the topic back only for a one-topic consumer).
+#[tokio::test]
+async fn a_subscriber_to_two_topics_gets_each_record_with_its_own_topic() {
+    use ackstream::prelude::*;
+    use std::collections::HashMap;
+    const PER_TOPIC: usize = 300;
+    let fx = MockFixture::new();
+    let (a, b) = (
+        ackstream_suite::unique("two-a"),
+        ackstream_suite::unique("two-b"),
+    );
+    let group = ackstream_suite::unique("group");
+    fx.create_topic(&a, 1).await;
+    fx.create_topic(&b, 1).await;
+    let broker = fx.connect();
+    for i in 0..PER_TOPIC {
+        // Interleaved, so one fetch turn holds records of both topics' partition 0.
+        broker
+            .publish(&a, format!("a-{i}"))
+            .partition(0)
+            .await
+            .unwrap();
+        broker
+            .publish(&b, format!("b-{i}"))
+            .partition(0)
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    broker
+        .subscriber_to([a.as_str(), b.as_str()])
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .session_timeout(std::time::Duration::from_millis(4000))
+        .heartbeat_interval(std::time::Duration::from_millis(1000))
+        .handle(move |msg: KafkaMessage, body: String| {
+            let tx = tx.clone();
+            async move {
+                tx.send((msg.topic().to_owned(), msg.offset(), body))
+                    .unwrap();
+            }
+        });
+    let app = App::new(broker.clone()).spawn();
+    let mut seen: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    for _ in 0..2 * PER_TOPIC {
+        let (topic, offset, body) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+                .await
+                .expect("every record delivered")
+                .unwrap();
+        seen.entry(topic).or_default().push((offset, body));
+    }
+    app.shutdown().await.unwrap();
+    for (topic, prefix) in [(&a, "a"), (&b, "b")] {
+        let expected: Vec<(i64, String)> = (0..PER_TOPIC)
+            .map(|i| (i as i64, format!("{prefix}-{i}")))
+            .collect();
+        assert_eq!(
+            seen.get(topic.as_str()),
+            Some(&expected),
+            "{topic}: each record once, in order, with its own topic"
+        );
+        assert_eq!(
+            fx.committed(&group, topic, 0).await,
+            Some(PER_TOPIC as i64),
+            "{topic} committed to its end"
+        );
+    }
+}

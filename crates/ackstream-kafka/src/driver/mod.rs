@@ -398,6 +398,9 @@ impl KafkaConsumer {
                 wakeup.clone(),
                 stop.clone(),
                 config.reads_headers,
+                // A name starting with `^` is a pattern, which librdkafka matches against
+                // every topic.
+                matches!(&config.topics[..], [topic] if !topic.starts_with('^')),
             );
             std::thread::Builder::new()
                 .name("ackstream-kafka-poll".into())

@@ -106,6 +106,10 @@ pub(crate) struct Poller {
     retry: Vec<(Instant, Arc<Inbox>)>,
     /// Whether the handler reads headers; decoding them is skipped if not.
     headers: bool,
+    /// Whether the consumer reads one topic (named, not a pattern): then a record's topic is
+    /// known and not read back from librdkafka for every record (a length, a UTF-8 check and
+    /// a comparison).
+    one_topic: bool,
 }
 
 impl Poller {
@@ -114,6 +118,7 @@ impl Poller {
         wakeup: Arc<Wakeup>,
         stop: Arc<AtomicBool>,
         headers: bool,
+        one_topic: bool,
     ) -> Self {
         Self {
             consumer,
@@ -127,6 +132,7 @@ impl Poller {
             paused: Vec::new(),
             retry: Vec::new(),
             headers,
+            one_topic,
         }
     }
 
@@ -179,7 +185,8 @@ impl Poller {
         let rebalances = self.consumer.context().rebalances();
         let same = rebalances == self.run_rebalances
             && self.run.as_ref().is_some_and(|inbox| {
-                inbox.tp.partition == m.partition() && *inbox.tp.topic == *m.topic()
+                inbox.tp.partition == m.partition()
+                    && (self.one_topic || *inbox.tp.topic == *m.topic())
             });
         if !same {
             self.hand_over_run();
