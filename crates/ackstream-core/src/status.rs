@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::backend::OffsetStore;
+use crate::backend::offsets::OffsetStore;
 use crate::error::BackendError;
 use crate::event::{Counts, Durations};
 use crate::record::TopicPartition;

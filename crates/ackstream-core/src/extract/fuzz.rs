@@ -7,7 +7,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::FromMessage;
-use crate::backend::NoCommit;
+use crate::backend::offsets::NoCommit;
 use crate::message::KafkaMessage;
 use crate::record::{Header, Headers, Record, TopicPartition};
 use crate::settle::{PartitionContext, SettleConfig};

@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use super::SettleConfig;
-use crate::backend::{OffsetStore, PartitionOffset};
+use crate::backend::offsets::{OffsetStore, PartitionOffset};
 use crate::event::{Counts, Durations, Event};
 use crate::interrupt::{Disposition, MAX_NACK_DELAY, SettleStatus};
 use crate::record::{Record, TopicPartition};

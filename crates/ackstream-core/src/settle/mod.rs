@@ -27,10 +27,10 @@ pub(crate) use ledger::{Delivery, PartitionContext, Retry};
 use futures_util::future::BoxFuture;
 use tracing::Span;
 
-use crate::backend::DeliveryCallback;
 use crate::error::BackendError;
 use crate::event::Observer;
 use crate::record::{OutgoingRecord, RecordPosition};
+use output::DeliveryCallback;
 
 use crate::interrupt::{Disposition, SettleStatus};
 use crate::record::Record;

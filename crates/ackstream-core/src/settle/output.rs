@@ -9,7 +9,6 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::ledger::PendingOutput;
 use super::{EnqueueFn, ObserveFn, PUBLISH_TIMEOUT, PublishFn, TryEnqueueFn};
-use crate::backend::{Answer, DeliveryCallback};
 use crate::error::BackendError;
 use crate::interrupt::Disposition;
 use crate::message::Claimed;
@@ -330,5 +329,53 @@ impl InFlight {
             let settle = std::mem::replace(&mut *lock(&self.settle), Unsettled(None));
             settle.finish(lock(&self.failure).take());
         }
+    }
+}
+
+/// What a backend's `publish_then` calls with the broker's answer ([`Answer::call`]). One
+/// pointer, so a backend can hand it to a C library as the record's opaque, and one
+/// allocation for an input waiting for its one output (the common case of `publish_to`),
+/// which is held inline: a boxed closure in a box was two, made on one thread and freed on
+/// another for every output.
+pub type DeliveryCallback = Box<Answer>;
+
+/// Where a publish's answer goes: see [`DeliveryCallback`].
+pub struct Answer(AnswerKind);
+
+enum AnswerKind {
+    /// Any callback.
+    Call(Box<dyn FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static>),
+    /// An input settled once its one output is answered.
+    Settle(Unsettled),
+}
+
+impl Answer {
+    /// A callback that calls `f` with the answer.
+    pub fn new(
+        f: impl FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static,
+    ) -> DeliveryCallback {
+        Box::new(Self(AnswerKind::Call(Box::new(f))))
+    }
+
+    /// The callback that settles an input once its one output is answered.
+    pub(crate) fn settle(input: Unsettled) -> DeliveryCallback {
+        Box::new(Self(AnswerKind::Settle(input)))
+    }
+
+    /// Hands the broker's answer over (once: it consumes the callback).
+    pub fn call(self: Box<Self>, answer: Result<RecordPosition, BackendError>) {
+        match self.0 {
+            AnswerKind::Call(f) => f(answer),
+            AnswerKind::Settle(input) => input.finish(answer.err()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            AnswerKind::Call(_) => "Answer::Call",
+            AnswerKind::Settle(_) => "Answer::Settle",
+        })
     }
 }

@@ -9,8 +9,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
+
+pub(crate) mod offsets;
+
+pub use crate::settle::output::{Answer, DeliveryCallback};
+pub use offsets::{NoCommit, OffsetStore, PartitionOffset};
 
 use crate::config::SubscriberConfig;
 use crate::error::{BackendError, ConfigError};
@@ -70,54 +74,6 @@ pub trait Backend: Send + Sync + 'static {
         done: DeliveryCallback,
     ) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
         Err((record, done))
-    }
-}
-
-/// What [`Backend::publish_then`] calls with the broker's answer ([`Answer::call`]). One
-/// pointer, so a backend can hand it to a C library as the record's opaque, and one
-/// allocation for an input waiting for its one output (the common case of `publish_to`),
-/// which is held inline: a boxed closure in a box was two, made on one thread and freed on
-/// another for every output.
-pub type DeliveryCallback = Box<Answer>;
-
-/// Where a publish's answer goes: see [`DeliveryCallback`].
-pub struct Answer(AnswerKind);
-
-enum AnswerKind {
-    /// Any callback.
-    Call(Box<dyn FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static>),
-    /// An input settled once its one output is answered.
-    Settle(crate::settle::output::Unsettled),
-}
-
-impl Answer {
-    /// A callback that calls `f` with the answer.
-    pub fn new(
-        f: impl FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static,
-    ) -> DeliveryCallback {
-        Box::new(Self(AnswerKind::Call(Box::new(f))))
-    }
-
-    /// The callback that settles an input once its one output is answered.
-    pub(crate) fn settle(input: crate::settle::output::Unsettled) -> DeliveryCallback {
-        Box::new(Self(AnswerKind::Settle(input)))
-    }
-
-    /// Hands the broker's answer over (once: it consumes the callback).
-    pub fn call(self: Box<Self>, answer: Result<RecordPosition, BackendError>) {
-        match self.0 {
-            AnswerKind::Call(f) => f(answer),
-            AnswerKind::Settle(input) => input.finish(answer.err()),
-        }
-    }
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0 {
-            AnswerKind::Call(_) => "Answer::Call",
-            AnswerKind::Settle(_) => "Answer::Settle",
-        })
     }
 }
 
@@ -199,55 +155,6 @@ pub trait PartitionFeed: Send + 'static {
     }
 }
 
-/// Takes committable offsets and commits them.
-pub trait OffsetStore: Send + Sync + 'static {
-    /// The handle through which the runtime stores one assigned partition's committable
-    /// offsets. Taken once per assignment, so the per-record path needs no lookup.
-    fn partition(&self, tp: &TopicPartition) -> Arc<dyn PartitionOffset>;
-
-    /// Commits everything stored so far and waits for the broker's confirmation.
-    fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>>;
-
-    /// Forgets revoked partitions after their final commit, so no later (coalesced) commit can
-    /// overwrite what their next owner commits.
-    fn release(&self, _partitions: &[TopicPartition]) {}
-
-    /// The partition's high watermark (the offset the next produced record gets) as last seen,
-    /// without asking the broker: for consumer lag. `None` when the backend does not know it.
-    fn high_watermark(&self, _tp: &TopicPartition) -> Option<i64> {
-        None
-    }
-
-    /// The partition's offset the broker last confirmed as committed by this consumer, if the
-    /// backend knows it (`None`: not confirmed yet, or not tracked).
-    fn confirmed(&self, _tp: &TopicPartition) -> Option<i64> {
-        None
-    }
-
-    /// How many commits the broker answered so far: confirmed, and failed (`None`: the
-    /// backend does not commit in round trips, as the in-memory broker).
-    fn commits(&self) -> Option<(u64, u64)> {
-        None
-    }
-}
-
-/// One partition's committable offset, as the runtime moves it.
-pub trait PartitionOffset: Send + Sync + 'static {
-    /// Notes that the partition may be committed up to `offset` (the next record to read).
-    /// Called on the hot path each time the finished prefix moves, with increasing offsets:
-    /// must be cheap; the backend coalesces the actual commits.
-    fn store(&self, offset: i64);
-
-    /// Hands the attempt counts of nacked records (offset, attempts so far) at or after
-    /// `offset` (the committable offset) over to whoever owns the partition next: they go with
-    /// the partition's commits from now on, and its next owner reads them at assignment
-    /// ([`PartitionFeed::carried_attempts`]). Called on a nack. Backends that cannot carry them
-    /// ignore it, and attempts are then counted per member.
-    fn carry_attempts(&self, offset: i64, attempts: &[(i64, u32)]) {
-        let _ = (offset, attempts);
-    }
-}
-
 /// The text form of carried attempt counts, for backends that keep them in a string (Kafka's
 /// commit metadata): `ackstream.attempts=OFFSET:COUNT,...`.
 pub mod carried {
@@ -305,27 +212,4 @@ pub mod carried {
             }
         }
     }
-}
-
-impl std::fmt::Debug for dyn PartitionOffset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PartitionOffset")
-    }
-}
-
-/// An offset store that commits nothing: for consumers without a group.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoCommit;
-
-impl OffsetStore for NoCommit {
-    fn partition(&self, _: &TopicPartition) -> Arc<dyn PartitionOffset> {
-        Arc::new(NoCommit)
-    }
-    fn commit(&self) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-impl PartitionOffset for NoCommit {
-    fn store(&self, _: i64) {}
 }
