@@ -130,4 +130,100 @@ mod cancelled {
         );
         assert_eq!(msg.nack().await.unwrap(), SettleStatus::AlreadySettled);
     }
+
+    /// A partition publishing its outputs through `try_enqueue` (no dead letters).
+    fn with_outputs(
+        try_enqueue: Arc<TryEnqueueFn>,
+    ) -> (Arc<PartitionContext>, Stored, output::Outputs) {
+        let unused = || -> BackendError { BackendError::new("not used by this test") };
+        let outputs = output::Outputs::new(
+            &["out".to_owned()],
+            false,
+            Arc::new(move |_| Box::pin(std::future::ready(Err(unused())))),
+            Arc::new(|_, done: DeliveryCallback| {
+                Box::pin(async move { done.call(Err(BackendError::new("not used"))) })
+            }),
+            try_enqueue,
+            None,
+        );
+        let config = Arc::new(SettleConfig {
+            max_attempts: None,
+            observer: None,
+            dead_letters: None,
+            outputs: Some(outputs.clone()),
+            tracing: None,
+            group: None,
+            timed: false,
+        });
+        let stored = Stored::default();
+        let ctx = PartitionContext::new(
+            TopicPartition::new("t", 0),
+            Arc::new(stored.clone()),
+            config,
+            false,
+        );
+        (Arc::new(ctx), stored, outputs)
+    }
+
+    /// Hands one output of a delivered input to `outputs`; returns the input's message.
+    fn publish_one(ctx: &Arc<PartitionContext>, outputs: &output::Outputs) -> KafkaMessage {
+        let Delivery::Accepted(d) = ctx.deliver(record().offset) else {
+            panic!("delivered");
+        };
+        let msg = KafkaMessage::new(record(), d.id, d.attempt, ctx.clone());
+        let permit = outputs.in_flight.clone().try_acquire_owned().unwrap();
+        let rest = outputs.publish_then_ack(
+            msg.claim().expect("not settled yet"),
+            output::Records::One(OutgoingRecord::new("out", "x")),
+            Disposition::Nack { delay: None },
+            permit,
+        );
+        assert!(rest.is_none(), "the producer took the output at once");
+        msg
+    }
+
+    /// The answer of an output the producer took but can never answer (a producer purged or
+    /// gone at shutdown drops the record's callback uncalled) nacks the input: nothing is
+    /// committed past it and it comes back. The callback holds the waiting input inline, so
+    /// dropping it is what settles the input.
+    #[test]
+    #[allow(clippy::result_large_err)] // the hand-over's signature: given back when full
+    fn an_output_whose_answer_never_comes_nacks_its_input() {
+        let (ctx, stored, outputs) = with_outputs(Arc::new(|_, done| {
+            drop(done);
+            Ok(())
+        }));
+        let msg = publish_one(&ctx, &outputs);
+        assert!(ctx.retry_pending(), "the input waits to be delivered again");
+        assert!(
+            stored.0.lock().unwrap().is_empty(),
+            "nothing committed past it"
+        );
+        assert_eq!(
+            outputs.in_flight.available_permits(),
+            output::OUTPUTS_IN_FLIGHT
+        );
+        drop(msg);
+    }
+
+    /// The same input, its output confirmed: acked and stored, once, and the permit is back.
+    #[test]
+    #[allow(clippy::result_large_err)] // the hand-over's signature: given back when full
+    fn an_output_confirmed_acks_its_input_once() {
+        let (ctx, stored, outputs) = with_outputs(Arc::new(|_, done: DeliveryCallback| {
+            done.call(Ok(crate::record::RecordPosition {
+                partition: 0,
+                offset: 0,
+            }));
+            Ok(())
+        }));
+        let msg = publish_one(&ctx, &outputs);
+        assert!(!ctx.retry_pending());
+        assert_eq!(*stored.0.lock().unwrap(), [record().offset + 1]);
+        assert_eq!(
+            outputs.in_flight.available_permits(),
+            output::OUTPUTS_IN_FLIGHT
+        );
+        drop(msg);
+    }
 }
