@@ -74,6 +74,13 @@ pub(crate) struct DriverContext {
     rebalances: AtomicU64,
     /// Where the high watermarks of librdkafka's statistics go (for consumer lag).
     offsets: Arc<KafkaOffsets>,
+    /// The one topic the consumer subscribed to by name (not a pattern), if it did.
+    only_topic: Option<Arc<str>>,
+    /// Whether every partition assigned so far is of `only_topic`: then the poll thread need
+    /// not read each record's topic back from librdkafka. Cleared for good by an assignment
+    /// of another topic's partition (a group leader's own assignor may hand out partitions
+    /// of topics the member did not subscribe to).
+    one_topic: AtomicBool,
 }
 
 impl std::fmt::Debug for DriverContext {
@@ -163,6 +170,18 @@ impl DriverContext {
     /// Opens an inbox for each new partition and hands their feeds to the runtime.
     fn assigned(&self, tpl: &TopicPartitionList) {
         let tps = partitions(tpl);
+        // Before any record of these partitions can be popped: the callback runs in the poll
+        // thread's own poll.
+        if let Some(only) = &self.only_topic
+            && let Some(foreign) = tps.iter().find(|tp| *tp.topic != **only)
+            && self.one_topic.swap(false, Ordering::AcqRel)
+        {
+            tracing::warn!(
+                subscribed = %only,
+                assigned = %foreign.topic,
+                "assigned a partition of a topic this consumer did not subscribe to"
+            );
+        }
         let carried = self.carried(&tps);
         let feeds = self.open(tps, carried);
         if let Some(events) = self.sender() {
@@ -254,6 +273,12 @@ impl DriverContext {
     /// How many main-queue events the callbacks have served so far.
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether all records come from the one topic subscribed to (see `one_topic`). Read for
+    /// every record: the flag is written only on an assignment of a foreign topic.
+    pub(crate) fn one_topic(&self) -> bool {
+        self.one_topic.load(Ordering::Acquire)
     }
 
     /// How many rebalances the callbacks have seen so far.
@@ -353,6 +378,11 @@ impl KafkaConsumer {
             settings.commit_timeout,
         ));
         let wakeup = Arc::new(Wakeup::default());
+        // A name starting with `^` is a pattern, which librdkafka matches against every topic.
+        let only_topic = match &config.topics[..] {
+            [topic] if !topic.starts_with('^') => Some(Arc::<str>::from(topic.as_str())),
+            _ => None,
+        };
         let context = DriverContext {
             events: Mutex::new(Some(tx.clone())),
             me: OnceLock::new(),
@@ -365,6 +395,8 @@ impl KafkaConsumer {
             served: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             offsets: offsets.clone(),
+            one_topic: AtomicBool::new(only_topic.is_some()),
+            only_topic,
         };
         let mut consumer: RdConsumer = settings
             .client_config(&overrides)
@@ -398,9 +430,6 @@ impl KafkaConsumer {
                 wakeup.clone(),
                 stop.clone(),
                 config.reads_headers,
-                // A name starting with `^` is a pattern, which librdkafka matches against
-                // every topic.
-                matches!(&config.topics[..], [topic] if !topic.starts_with('^')),
             );
             std::thread::Builder::new()
                 .name("ackstream-kafka-poll".into())

@@ -106,10 +106,6 @@ pub(crate) struct Poller {
     retry: Vec<(Instant, Arc<Inbox>)>,
     /// Whether the handler reads headers; decoding them is skipped if not.
     headers: bool,
-    /// Whether the consumer reads one topic (named, not a pattern): then a record's topic is
-    /// known and not read back from librdkafka for every record (a length, a UTF-8 check and
-    /// a comparison).
-    one_topic: bool,
 }
 
 impl Poller {
@@ -118,7 +114,6 @@ impl Poller {
         wakeup: Arc<Wakeup>,
         stop: Arc<AtomicBool>,
         headers: bool,
-        one_topic: bool,
     ) -> Self {
         Self {
             consumer,
@@ -132,7 +127,6 @@ impl Poller {
             paused: Vec::new(),
             retry: Vec::new(),
             headers,
-            one_topic,
         }
     }
 
@@ -185,8 +179,10 @@ impl Poller {
         let rebalances = self.consumer.context().rebalances();
         let same = rebalances == self.run_rebalances
             && self.run.as_ref().is_some_and(|inbox| {
+                // A one-topic consumer's record is of the run's topic: not read back from
+                // librdkafka for every record (a length, a UTF-8 check and a comparison).
                 inbox.tp.partition == m.partition()
-                    && (self.one_topic || *inbox.tp.topic == *m.topic())
+                    && (self.consumer.context().one_topic() || *inbox.tp.topic == *m.topic())
             });
         if !same {
             self.hand_over_run();
