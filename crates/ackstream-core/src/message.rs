@@ -80,10 +80,7 @@ impl KafkaMessage {
             d.id = id;
             d.attempt = attempt;
             *d.settled.get_mut() = false;
-            // (Without tracing the slot is never filled.)
-            if partition.config.tracing.is_some() {
-                d.span.reset();
-            }
+            d.span.reset();
             return msg;
         }
         Self::new(record, id, attempt, partition.clone())
@@ -243,15 +240,11 @@ impl KafkaMessage {
         self.0.span.keep(span);
     }
 
-    /// Takes this delivery's span for its settle (whoever claimed the settle): `None` without
-    /// tracing, without touching the slot.
+    /// Takes this delivery's span for its settle (whoever claimed the settle): `None`, without
+    /// touching the slot, when none was kept.
     #[inline]
     pub(crate) fn take_span(&self) -> Option<tracing::Span> {
-        if self.0.partition.config.tracing.is_some() {
-            self.0.span.take()
-        } else {
-            None
-        }
+        self.0.span.take()
     }
 
     /// Lets this delivery's span end once its run is over, if nothing else holds the message

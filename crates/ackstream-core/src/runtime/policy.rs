@@ -113,13 +113,10 @@ async fn traced_run<S: MessageService>(
     config: &SubscriberConfig,
 ) {
     // In place, not boxed: a box would copy the whole future for every record.
-    let span = delivery_span(msg);
-    // A span no subscriber wants was not kept: nothing to release.
-    let kept = !span.is_disabled();
-    async { run!(msg, service, config) }.instrument(span).await;
-    if kept {
-        msg.release_span();
-    }
+    async { run!(msg, service, config) }
+        .instrument(delivery_span(msg))
+        .await;
+    msg.release_span();
 }
 
 /// Settles `msg` as the policy says for `outcome` (of its handler, or of its batch's).
