@@ -181,6 +181,7 @@ fn publish_output<'a>(
         };
     }
     let outputs = outputs.into_vec();
+    let limit = config.max_attempts;
     Some(Box::pin(async move {
         let published = msg.publish_only(outputs).await;
         match published {
@@ -194,7 +195,7 @@ fn publish_output<'a>(
                     %error,
                     "output not published: the input is nacked, not committed"
                 );
-                if let Settling::DeadLetterFirst(letter) = msg.settle_with(failed, None) {
+                if let Settling::DeadLetterFirst(letter) = msg.settle_with(failed, limit) {
                     letter.publish("output not published").await;
                 }
             }

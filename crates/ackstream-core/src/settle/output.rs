@@ -34,6 +34,9 @@ pub(crate) struct Outputs {
     observe: Option<Arc<ObserveFn>>,
     /// Permits for inputs whose outputs are in flight ([`OUTPUTS_IN_FLIGHT`]).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// The runtime the subscriber runs on: an input whose output failed at its last attempt
+    /// is dead-lettered there (its answer comes on a backend's thread, outside any runtime).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -62,6 +65,7 @@ impl Outputs {
             try_enqueue,
             observe,
             in_flight: Arc::new(tokio::sync::Semaphore::new(OUTPUTS_IN_FLIGHT)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -171,6 +175,7 @@ impl Outputs {
         let settle = Unsettled(Some(Settle {
             record: msg.record().clone(),
             id: msg.delivery_id(),
+            attempt: msg.attempt(),
             failed,
             span: msg.take_span(),
             pending: msg.context_arc().output_started(),
@@ -251,6 +256,7 @@ struct InFlight {
 struct Settle {
     record: Record,
     id: DeliveryId,
+    attempt: u32,
     failed: Disposition,
     /// The input's span, under tracing: the settle is recorded there, on whichever thread
     /// answers. Dropped before `pending`, so a drain waiting for the outputs in flight also
@@ -270,16 +276,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Unsettled {
-    /// Acks the input, or nacks it if an output failed.
+    /// Acks the input, or settles it as failed if an output failed.
     pub(crate) fn finish(mut self, failure: Option<BackendError>) {
         let Some(settle) = self.0.take() else {
             return;
         };
-        let ctx = settle.pending.context();
-        let r = &settle.record;
         match failure {
-            None => ctx.apply_traced(r, settle.id, Disposition::Ack, settle.span.as_ref()),
+            None => {
+                let ctx = settle.pending.context();
+                ctx.apply_traced(
+                    &settle.record,
+                    settle.id,
+                    Disposition::Ack,
+                    settle.span.as_ref(),
+                );
+                // Then the partition's count of outputs in flight, then the permit.
+                drop(settle);
+            }
             Some(error) => {
+                let r = &settle.record;
                 tracing::warn!(
                     topic = %r.topic,
                     partition = r.partition,
@@ -287,11 +302,47 @@ impl Unsettled {
                     %error,
                     "output not published: the input is nacked, not committed"
                 );
-                ctx.apply_traced(r, settle.id, settle.failed, settle.span.as_ref())
+                settle.failed(format!("output not published: {error}"));
             }
-        };
-        // Then the partition's count of outputs in flight, then the permit.
-        drop(settle);
+        }
+    }
+}
+
+impl Settle {
+    /// Settles the input whose output failed as the settle rule says: a nack (after the
+    /// failure backoff), or at the subscriber's attempt limit a reject, dead-lettered first
+    /// when there is a dead-letter topic. That publish is awaited on the subscriber's runtime;
+    /// until it ends, the partition counts the input's output as in flight (a revoke's drain
+    /// waits for it).
+    fn failed(self, why: String) {
+        let ctx = self.pending.context();
+        let plan = super::plan(
+            &self.record,
+            self.attempt,
+            self.failed,
+            ctx.config.max_attempts,
+            ctx.config.dead_letters.is_some(),
+        );
+        let runtime = ctx.config.outputs.as_ref().and_then(|o| o.runtime.clone());
+        match (plan, runtime) {
+            (super::Plan::Apply(disposition), _) => {
+                ctx.apply_traced(&self.record, self.id, disposition, self.span.as_ref());
+            }
+            (super::Plan::DeadLetterFirst, Some(runtime)) => {
+                runtime.spawn(async move {
+                    let ctx = self.pending.context();
+                    let span = self.span.as_ref();
+                    super::dead_letter_first(ctx, &self.record, self.id, self.attempt, span, &why)
+                        .await;
+                    drop(self);
+                });
+            }
+            // No runtime to publish from (not reached: outputs are made inside one): the
+            // record stays unfinished and comes back.
+            (super::Plan::DeadLetterFirst, None) => {
+                ctx.apply_traced(&self.record, self.id, self.failed, self.span.as_ref());
+            }
+        }
     }
 }
 
@@ -305,11 +356,7 @@ impl Drop for Unsettled {
                 offset = r.offset,
                 "output abandoned before it was confirmed: the input is nacked, not committed"
             );
-            let span = settle.span.as_ref();
-            settle
-                .pending
-                .context()
-                .apply_traced(r, settle.id, settle.failed, span);
+            settle.failed("output abandoned before it was confirmed".to_owned());
         }
     }
 }
@@ -342,6 +389,8 @@ pub type DeliveryCallback = Box<Answer>;
 /// Where a publish's answer goes: see [`DeliveryCallback`].
 pub struct Answer(AnswerKind);
 
+// The settle held inline is the point: one allocation per output (the answer's box).
+#[allow(clippy::large_enum_variant)]
 enum AnswerKind {
     /// Any callback.
     Call(Box<dyn FnOnce(Result<RecordPosition, BackendError>) + Send + Sync + 'static>),

@@ -126,6 +126,54 @@ pub async fn a_failing_output_publish_leaves_the_input_uncommitted<F: Fixture>(f
     assert_eq!(fx.committed(&group, &input, 0).await, Some(1));
 }
 
+/// An input whose output is refused at every attempt is rejected at the subscriber's attempt
+/// limit, as a failing handler's input is: dead-lettered first, then committed past (it does
+/// not come back forever, holding its partition's commit back).
+pub async fn an_input_whose_output_always_fails_is_dead_lettered_at_its_attempt_limit<
+    F: Fixture,
+>(
+    fx: &F,
+) {
+    let (input, output, dlq, group) = (unique("in"), unique("out"), unique("dlq"), unique("group"));
+    fx.create_topic(&input, 1).await;
+    fx.create_topic(&output, 1).await;
+    fx.create_topic(&dlq, 1).await;
+    let broker = fx.connect();
+    publish_n(&broker, &input, 0, 1).await;
+    let recorder = Recorder::attach(&broker);
+    let (tx, mut attempts) = mpsc::unbounded_channel();
+    fx.subscriber(&broker, &input)
+        .group_id(&group)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .auto_commit(false)
+        .max_attempts(2)
+        .dead_letter_topic(&dlq)
+        .retry_backoff(ackstream::Backoff::none())
+        .publish_to(&output)
+        .handle(move |body: String, Attempt(attempt): Attempt| {
+            let _ = tx.send(attempt);
+            // Partition 7, which the topic lacks: refused every time.
+            async move { Response::new(body).partition(7) }
+        });
+    let mut letters = read_topic(fx, &broker, &dlq);
+    let app = App::new(broker.clone()).spawn();
+    let (_, headers, body) = next(&mut letters, "the dead letter").await;
+    let p = tp(&input, 0);
+    recorder
+        .wait_for("record 0 rejected", |r| r.stored(&p).contains(&1))
+        .await;
+    app.shutdown().await.unwrap();
+    assert_eq!(body, "record-0");
+    assert_eq!(
+        headers.get_str(ackstream::dead_letter::HEADER_ATTEMPT),
+        Some("2")
+    );
+    let seen: Vec<u32> = std::iter::from_fn(|| attempts.try_recv().ok()).collect();
+    assert_eq!(seen, [1, 2], "delivered past its limit");
+    assert_eq!(recorder.settles(&p, 0).last(), Some(&Disposition::Reject));
+    assert_eq!(fx.committed(&group, &input, 0).await, Some(1));
+}
+
 /// An input naming a `reply_to` topic gets the return value there too, carrying its
 /// correlation id.
 pub async fn a_reply_goes_to_reply_to_with_the_correlation_id<F: Fixture>(fx: &F) {
@@ -213,6 +261,7 @@ macro_rules! __scenarios_outputs {
         $crate::__module_tests!($attrs $fixture, outputs,
             a_return_value_is_published_to_the_output_topic,
             a_failing_output_publish_leaves_the_input_uncommitted,
+            an_input_whose_output_always_fails_is_dead_lettered_at_its_attempt_limit,
             a_reply_goes_to_reply_to_with_the_correlation_id,
             outputs_of_one_key_keep_their_input_order,
         );
