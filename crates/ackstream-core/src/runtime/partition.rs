@@ -110,6 +110,8 @@ where
                 held = Some(record);
                 continue;
             }
+            // Stopped since the check above: the record stays unfinished, for the next owner.
+            Delivery::Stopped => return,
             Delivery::Refused(e) => {
                 tracing::debug!(tp = %ctx.tp, reason = %e, "record not delivered");
                 continue;
@@ -168,6 +170,7 @@ pub(super) fn deliver(
             Offered::Take(KafkaMessage::renew(spare, record, d.id, d.attempt, ctx))
         }
         Delivery::RetryFirst => Offered::Later(record),
+        Delivery::Stopped => Offered::Skip,
         Delivery::Refused(e) => {
             tracing::debug!(tp = %ctx.tp, reason = %e, "record not delivered");
             Offered::Skip

@@ -42,6 +42,9 @@ pub(crate) enum Delivery {
     RetryFirst,
     /// The tracker cannot take it (revoked, or out of order): it is not handled.
     Refused(TrackerError),
+    /// The partition stopped dispatching (its revoke or the shutdown began): not delivered,
+    /// it stays unfinished, for whoever owns the partition next.
+    Stopped,
 }
 
 #[derive(Debug)]
@@ -179,6 +182,11 @@ impl PartitionContext {
     /// Delivers a new record to the tracker, unless a retry must be taken first.
     pub(crate) fn deliver(&self, offset: i64) -> Delivery {
         let mut ledger = self.ledger();
+        // Nothing starts once the partition stops: checked under the lock `stop_dispatching`
+        // takes, as for a redelivery (the task's own check comes a little earlier).
+        if self.stopping.load(Ordering::Acquire) {
+            return Delivery::Stopped;
+        }
         if !ledger.retries.is_empty() {
             return Delivery::RetryFirst;
         }
@@ -221,7 +229,8 @@ impl PartitionContext {
     }
 
     /// Stops dispatching the partition (a revoke began): sets `stopping` under the ledger
-    /// lock, so every redelivery is either reported before this returns or refused.
+    /// lock, so every delivery and redelivery is either reported before this returns or
+    /// refused.
     pub(crate) fn stop_dispatching(&self) {
         let _ledger = self.ledger();
         self.stopping.store(true, Ordering::Release);

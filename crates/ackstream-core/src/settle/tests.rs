@@ -109,6 +109,20 @@ mod cancelled {
         (Arc::new(ctx), stored)
     }
 
+    /// A record read from the feed once the partition stopped dispatching (its revoke began)
+    /// is not delivered: decided under the lock `stop_dispatching` takes, so a fresh delivery
+    /// is reported before the stop or not made at all, as a redelivery is. (It was delivered,
+    /// so its handler could start after the revoke began.)
+    #[test]
+    fn a_record_read_after_its_partition_stopped_is_not_delivered() {
+        let (ctx, stored) = partition(Duration::from_secs(1));
+        assert!(matches!(ctx.deliver(6), Delivery::Accepted(_)));
+        ctx.stop_dispatching();
+        let late = ctx.deliver(7);
+        assert!(matches!(late, Delivery::Stopped), "{late:?}");
+        assert!(stored.0.lock().unwrap().is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_dead_letter_publish_cancelled_midway_nacks_the_record() {
         let (ctx, stored) = partition(Duration::from_secs(5));
