@@ -187,6 +187,13 @@ where
                 pool.assigned(workers.len() + feeds.len());
                 for feed in feeds {
                     let tp = feed.topic_partition().clone();
+                    // Assigned again without a revoke in between: the old assignment's task
+                    // is retired (drained, fenced) before the new one reads, so the two never
+                    // run the partition's records at once.
+                    if let Some(old) = workers.remove(&tp) {
+                        old.ctx.stop_dispatching();
+                        stop_workers(vec![old], ctx.drain_timeout).await;
+                    }
                     let pctx = Arc::new(PartitionContext::new(
                         tp.clone(),
                         offsets.clone(),
@@ -206,17 +213,14 @@ where
                         config: config.clone(),
                     };
                     let task = spawn(task, &pool, one_at_a_time);
-                    if let Some(old) = workers.insert(
+                    workers.insert(
                         tp,
                         Worker {
                             ctx: pctx,
                             stop,
                             task,
                         },
-                    ) {
-                        // Assigned again without a revoke in between: retire the old task.
-                        stop_workers(vec![old], ctx.drain_timeout).await;
-                    }
+                    );
                 }
                 pool.assigned(workers.len());
             }
