@@ -228,6 +228,12 @@ impl PartitionContext {
         });
     }
 
+    /// Whether delivery `id` of `offset` still counts: its assignment has not ended (revoked,
+    /// lost, shut down) and it is not settled yet.
+    pub(crate) fn still_pending(&self, offset: i64, id: DeliveryId) -> bool {
+        self.ledger().tracker.attempt(offset, id).is_some()
+    }
+
     /// Stops dispatching the partition (a revoke began): sets `stopping` under the ledger
     /// lock, so every delivery and redelivery is either reported before this returns or
     /// refused.

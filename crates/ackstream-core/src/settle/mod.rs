@@ -142,6 +142,12 @@ pub(crate) async fn dead_letter_first(
     let Some(dead_letters) = &ctx.config.dead_letters else {
         return ctx.apply_traced(record, id, Disposition::Reject, span);
     };
+    // A settle of an assignment that ended changes nothing, and publishes nothing either: the
+    // record's next owner delivers it again (a late output failure, a late reject from a task
+    // that kept the message, would otherwise dead-letter a record that is then processed).
+    if !ctx.still_pending(record.offset, id) {
+        return ctx.apply_traced(record, id, DEAD_LETTER_NACK, span);
+    }
     let unfinished = NackOnDrop(Some((ctx, record, id, span)));
     let published = dead_letters.publish(record, attempt, why).await;
     unfinished.disarm();
