@@ -185,15 +185,21 @@ where
                 });
                 // Before the new tasks read: their part of what may be held counts them.
                 pool.assigned(workers.len() + feeds.len());
+                // Assigned again without a revoke in between: the old assignments' tasks are
+                // retired (drained within one deadline, fenced) before the new ones read, so two
+                // assignments never run a partition's records at once.
+                let again: Vec<Worker> = feeds
+                    .iter()
+                    .filter_map(|feed| workers.remove(feed.topic_partition()))
+                    .collect();
+                if !again.is_empty() {
+                    for old in &again {
+                        old.ctx.stop_dispatching();
+                    }
+                    stop_workers(again, ctx.drain_timeout).await;
+                }
                 for feed in feeds {
                     let tp = feed.topic_partition().clone();
-                    // Assigned again without a revoke in between: the old assignment's task
-                    // is retired (drained, fenced) before the new one reads, so the two never
-                    // run the partition's records at once.
-                    if let Some(old) = workers.remove(&tp) {
-                        old.ctx.stop_dispatching();
-                        stop_workers(vec![old], ctx.drain_timeout).await;
-                    }
                     let pctx = Arc::new(PartitionContext::new(
                         tp.clone(),
                         offsets.clone(),
