@@ -17,6 +17,16 @@ use tracing_subscriber::layer::SubscriberExt;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The tests of this file run one at a time. tracing caches each callsite's interest when the
+/// callsite is first hit, from the dispatchers registered then; a test thread hitting a span
+/// callsite while another registers its own dispatcher can cache "never" for it (seen once in
+/// CI: a `process` span missing), which no app with one global subscriber meets.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    // (tokio's: each test has its own runtime; a panicking test does not poison it.)
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 /// Installs an OpenTelemetry layer on this thread; returns what it exported so far.
 fn exporter() -> (
     InMemorySpanExporter,
@@ -145,6 +155,7 @@ async fn pipeline(tracing: ackstream::trace::Tracing) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_trace_follows_a_record_through_a_pipeline() {
+    let _serial = one_at_a_time().await;
     let (exporter, provider, _guard) = exporter();
     pipeline(ackstream::observe::otel::tracing()).await;
     let _ = provider.force_flush();
@@ -200,6 +211,7 @@ async fn a_trace_follows_a_record_through_a_pipeline() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_consumer_span_can_link_to_its_producer_instead() {
+    let _serial = one_at_a_time().await;
     let (exporter, provider, _guard) = exporter();
     pipeline(ackstream::observe::otel::tracing().link_to_producer()).await;
     let _ = provider.force_flush();
@@ -220,6 +232,7 @@ async fn a_consumer_span_can_link_to_its_producer_instead() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_delivery_records_its_error_and_nack_and_the_retry_its_ack() {
+    let _serial = one_at_a_time().await;
     let (exporter, provider, _guard) = exporter();
     let broker = MemoryBroker::new();
     broker.trace(ackstream::trace::Tracing::spans());
@@ -259,6 +272,7 @@ async fn a_failed_delivery_records_its_error_and_nack_and_the_retry_its_ack() {
 /// it settles, not on the span current where it is made.
 #[tokio::test(flavor = "current_thread")]
 async fn a_settle_is_recorded_on_the_settled_records_span_not_the_current_one() {
+    let _serial = one_at_a_time().await;
     let (exporter, provider, _guard) = exporter();
     let broker = MemoryBroker::new();
     broker.trace(ackstream::trace::Tracing::spans());
@@ -305,6 +319,7 @@ async fn a_settle_is_recorded_on_the_settled_records_span_not_the_current_one() 
 /// Settles made by another task, after the handlers returned, land on the records' spans.
 #[tokio::test(flavor = "current_thread")]
 async fn a_settle_from_a_spawned_task_is_recorded_on_its_records_span() {
+    let _serial = one_at_a_time().await;
     let (exporter, provider, _guard) = exporter();
     let broker = MemoryBroker::new();
     broker.trace(ackstream::trace::Tracing::spans());
@@ -358,6 +373,7 @@ async fn a_settle_from_a_spawned_task_is_recorded_on_its_records_span() {
 /// after a subscriber starts listening.
 #[tokio::test(flavor = "current_thread")]
 async fn spans_begin_when_a_subscriber_starts_listening_while_the_app_runs() {
+    let _serial = one_at_a_time().await;
     let broker = MemoryBroker::new();
     broker.trace(ackstream::trace::Tracing::spans());
     broker
@@ -391,6 +407,7 @@ async fn spans_begin_when_a_subscriber_starts_listening_while_the_app_runs() {
 #[cfg(feature = "kafka")]
 #[tokio::test(flavor = "current_thread")]
 async fn an_input_acked_from_the_producer_callback_has_the_ack_on_its_span() {
+    let _serial = one_at_a_time().await;
     use ackstream::event::Event;
     use ackstream::kafka::KafkaBroker;
     use ackstream::kafka::rdkafka::ClientConfig;
@@ -453,6 +470,7 @@ async fn an_input_acked_from_the_producer_callback_has_the_ack_on_its_span() {
 /// is still recorded on the delivery's span, next to its ack.
 #[tokio::test(flavor = "current_thread")]
 async fn a_failure_after_the_settle_is_recorded_on_the_same_span() {
+    let _serial = one_at_a_time().await;
     let (exporter, provider, _guard) = exporter();
     let broker = MemoryBroker::new();
     broker.trace(ackstream::trace::Tracing::spans());
