@@ -10,7 +10,12 @@ use ackstream::memory::MemoryBroker;
 use ackstream::prelude::*;
 use tokio::sync::mpsc;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod gated;
+
+use gated::{
+    Gated, WAIT, is_assigned, is_revoked, is_revoking, join_second_member, next_matching,
+    watch_events,
+};
 
 /// A subscriber to "in" whose every output is refused (partition 5 of a one-partition topic),
 /// with `max_attempts(2)` and a dead-letter topic; returns the attempts it sees.
@@ -84,175 +89,6 @@ async fn under_manual_an_input_whose_output_always_fails_is_dead_lettered_at_its
     let (broker, past) = attempt_past_the_limit(AckPolicy::Manual).await;
     assert_eq!(past, None, "delivered again at attempt {past:?}");
     assert_eq!(broker.published("dlq").len(), 1, "dead-lettered once");
-}
-
-// ---------------------------------------------------------------------------------------
-// A broker whose delivery reports come when the test says (as Kafka's come on the producer's
-// polling thread, any time later): the in-memory cluster underneath, every output held until
-// released.
-
-mod gated {
-    use std::collections::VecDeque;
-    use std::sync::{Arc, Mutex};
-
-    use ackstream::memory::{MemoryBackend, MemoryBroker};
-    use ackstream::{Backend, BackendError, Broker, OutgoingRecord, RecordPosition};
-    use ackstream_core::BrokerCore;
-    use ackstream_core::backend::DeliveryCallback;
-    use tokio::sync::watch;
-
-    pub(super) struct GatedBackend {
-        inner: Arc<MemoryBackend>,
-        held: Mutex<VecDeque<(OutgoingRecord, DeliveryCallback)>>,
-        count: watch::Sender<usize>,
-    }
-
-    impl GatedBackend {
-        fn hold(&self, record: OutgoingRecord, done: DeliveryCallback) {
-            self.held.lock().unwrap().push_back((record, done));
-            self.count.send_modify(|n| *n += 1);
-        }
-    }
-
-    impl Backend for GatedBackend {
-        type Consumer = <MemoryBackend as Backend>::Consumer;
-
-        async fn consumer(
-            &self,
-            config: &ackstream_core::SubscriberConfig,
-        ) -> Result<Self::Consumer, BackendError> {
-            self.inner.consumer(config).await
-        }
-
-        async fn publish(&self, record: OutgoingRecord) -> Result<RecordPosition, BackendError> {
-            self.inner.publish(record).await
-        }
-
-        fn publish_then(
-            self: Arc<Self>,
-            record: OutgoingRecord,
-            done: DeliveryCallback,
-        ) -> impl Future<Output = ()> + Send {
-            self.hold(record, done);
-            std::future::ready(())
-        }
-
-        fn try_publish_then(
-            &self,
-            record: OutgoingRecord,
-            done: DeliveryCallback,
-        ) -> Result<(), (OutgoingRecord, DeliveryCallback)> {
-            self.hold(record, done);
-            Ok(())
-        }
-    }
-
-    #[derive(Clone)]
-    pub(super) struct Gated {
-        core: Arc<BrokerCore<GatedBackend>>,
-    }
-
-    impl Broker for Gated {
-        type Backend = GatedBackend;
-        fn core(&self) -> &Arc<BrokerCore<GatedBackend>> {
-            &self.core
-        }
-    }
-
-    impl Gated {
-        /// A gated client of `memory`'s cluster.
-        pub(super) fn over(memory: &MemoryBroker) -> Self {
-            let inner = memory.connect().core().backend().clone();
-            Self {
-                core: Arc::new(BrokerCore::new(GatedBackend {
-                    inner,
-                    held: Mutex::new(VecDeque::new()),
-                    count: watch::Sender::new(0),
-                })),
-            }
-        }
-
-        fn backend(&self) -> &GatedBackend {
-            self.core.backend()
-        }
-
-        /// Waits until `n` outputs have been handed over in all (released or not).
-        pub(super) async fn handed_over(&self, n: usize) {
-            let mut rx = self.backend().count.subscribe();
-            rx.wait_for(|c| *c >= n).await.unwrap();
-        }
-
-        /// Answers the oldest held output: appended and confirmed, or failed.
-        pub(super) async fn release(&self, ok: bool) -> String {
-            let (record, done) = self
-                .backend()
-                .held
-                .lock()
-                .unwrap()
-                .pop_front()
-                .expect("an output is held");
-            let topic = record.topic.to_string();
-            if ok {
-                let at = self.backend().inner.publish(record).await;
-                done.call(at);
-            } else {
-                done.call(Err(BackendError::new("refused by the test")));
-            }
-            topic
-        }
-    }
-}
-
-use ackstream::event::Event;
-use gated::Gated;
-
-/// Events the test waits for, from an observer.
-fn watch_events(broker: &Gated) -> mpsc::UnboundedReceiver<Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    broker.observe(move |e| {
-        let _ = tx.send(e.clone());
-    });
-    rx
-}
-
-async fn next_matching(
-    rx: &mut mpsc::UnboundedReceiver<Event>,
-    what: &str,
-    f: impl Fn(&Event) -> bool,
-) -> Event {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let e = rx.recv().await.expect("events end");
-            if f(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
-}
-
-fn is_revoking(e: &Event) -> bool {
-    matches!(e, Event::Revoking { .. })
-}
-fn is_revoked(e: &Event) -> bool {
-    matches!(e, Event::Revoked { .. })
-}
-fn is_assigned(e: &Event) -> bool {
-    matches!(e, Event::Assigned { .. })
-}
-
-/// A second member joins the group: with one partition, the range assignor gives it back to
-/// the first member (join order), so the first member sees Revoked(p0) then Assigned(p0).
-fn join_second_member(memory: &MemoryBroker) -> ackstream::RunningApp {
-    let other = memory.connect();
-    other
-        .subscriber("in")
-        .group_id("g")
-        .auto_commit(false)
-        .auto_offset_reset(OffsetReset::Earliest)
-        .handle(|_: String| async move {});
-    App::new(other).spawn()
 }
 
 /// The old assignment's output is confirmed after its partition was revoked and assigned
