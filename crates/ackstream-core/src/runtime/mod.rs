@@ -177,6 +177,19 @@ where
                 let partitions: Vec<_> =
                     feeds.iter().map(|f| f.topic_partition().clone()).collect();
                 tracing::debug!(?partitions, group = ?group, "partitions assigned");
+                // Assigned again without a revoke in between: the old assignments' tasks are
+                // retired (drained within one deadline, fenced) before the new assignment is
+                // reported and read, so two assignments never run a partition's records at once.
+                let again: Vec<Worker> = partitions
+                    .iter()
+                    .filter_map(|tp| workers.remove(tp))
+                    .collect();
+                if !again.is_empty() {
+                    for old in &again {
+                        old.ctx.stop_dispatching();
+                    }
+                    stop_workers(again, ctx.drain_timeout).await;
+                }
                 // Reported before the partitions' tasks start: an assignment's deliveries
                 // come after its event.
                 emit(Event::Assigned {
@@ -185,19 +198,6 @@ where
                 });
                 // Before the new tasks read: their part of what may be held counts them.
                 pool.assigned(workers.len() + feeds.len());
-                // Assigned again without a revoke in between: the old assignments' tasks are
-                // retired (drained within one deadline, fenced) before the new ones read, so two
-                // assignments never run a partition's records at once.
-                let again: Vec<Worker> = feeds
-                    .iter()
-                    .filter_map(|feed| workers.remove(feed.topic_partition()))
-                    .collect();
-                if !again.is_empty() {
-                    for old in &again {
-                        old.ctx.stop_dispatching();
-                    }
-                    stop_workers(again, ctx.drain_timeout).await;
-                }
                 for feed in feeds {
                     let tp = feed.topic_partition().clone();
                     let pctx = Arc::new(PartitionContext::new(

@@ -36,7 +36,7 @@ pub(crate) struct Outputs {
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// The runtime the subscriber runs on: an input whose output failed at its last attempt
     /// is dead-lettered there (its answer comes on a backend's thread, outside any runtime).
-    runtime: Option<tokio::runtime::Handle>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -49,6 +49,7 @@ impl std::fmt::Debug for Outputs {
 }
 
 impl Outputs {
+    /// Made inside the subscriber's runtime (it keeps a handle to it); panics outside one.
     pub(crate) fn new(
         topics: &[String],
         replies: bool,
@@ -65,7 +66,7 @@ impl Outputs {
             try_enqueue,
             observe,
             in_flight: Arc::new(tokio::sync::Semaphore::new(OUTPUTS_IN_FLIGHT)),
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -323,12 +324,18 @@ impl Settle {
             ctx.config.max_attempts,
             ctx.config.dead_letters.is_some(),
         );
-        let runtime = ctx.config.outputs.as_ref().and_then(|o| o.runtime.clone());
-        match (plan, runtime) {
-            (super::Plan::Apply(disposition), _) => {
+        match plan {
+            super::Plan::Apply(disposition) => {
                 ctx.apply_traced(&self.record, self.id, disposition, self.span.as_ref());
             }
-            (super::Plan::DeadLetterFirst, Some(runtime)) => {
+            super::Plan::DeadLetterFirst => {
+                let runtime = ctx
+                    .config
+                    .outputs
+                    .as_ref()
+                    .expect("an input waits for outputs only where there are outputs")
+                    .runtime
+                    .clone();
                 runtime.spawn(async move {
                     let ctx = self.pending.context();
                     let span = self.span.as_ref();
@@ -336,11 +343,6 @@ impl Settle {
                         .await;
                     drop(self);
                 });
-            }
-            // No runtime to publish from (not reached: outputs are made inside one): the
-            // record stays unfinished and comes back.
-            (super::Plan::DeadLetterFirst, None) => {
-                ctx.apply_traced(&self.record, self.id, self.failed, self.span.as_ref());
             }
         }
     }

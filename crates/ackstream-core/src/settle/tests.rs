@@ -200,9 +200,10 @@ mod cancelled {
     /// gone at shutdown drops the record's callback uncalled) nacks the input: nothing is
     /// committed past it and it comes back. The callback holds the waiting input inline, so
     /// dropping it is what settles the input.
-    #[test]
+    // (Inside a runtime, as every subscriber's outputs are.)
+    #[tokio::test]
     #[allow(clippy::result_large_err)] // the hand-over's signature: given back when full
-    fn an_output_whose_answer_never_comes_nacks_its_input() {
+    async fn an_output_whose_answer_never_comes_nacks_its_input() {
         let (ctx, stored, outputs) = with_outputs(Arc::new(|_, done| {
             drop(done);
             Ok(())
@@ -221,9 +222,10 @@ mod cancelled {
     }
 
     /// The same input, its output confirmed: acked and stored, once, and the permit is back.
-    #[test]
+    // (Inside a runtime, as every subscriber's outputs are.)
+    #[tokio::test]
     #[allow(clippy::result_large_err)] // the hand-over's signature: given back when full
-    fn an_output_confirmed_acks_its_input_once() {
+    async fn an_output_confirmed_acks_its_input_once() {
         let (ctx, stored, outputs) = with_outputs(Arc::new(|_, done: DeliveryCallback| {
             done.call(Ok(crate::record::RecordPosition {
                 partition: 0,
