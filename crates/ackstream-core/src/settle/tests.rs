@@ -214,10 +214,7 @@ mod cancelled {
             stored.0.lock().unwrap().is_empty(),
             "nothing committed past it"
         );
-        assert_eq!(
-            outputs.in_flight.available(),
-            output::OUTPUTS_IN_FLIGHT
-        );
+        assert_eq!(outputs.in_flight.available(), output::OUTPUTS_IN_FLIGHT);
         drop(msg);
     }
 
@@ -236,10 +233,7 @@ mod cancelled {
         let msg = publish_one(&ctx, &outputs);
         assert!(!ctx.retry_pending());
         assert_eq!(*stored.0.lock().unwrap(), [record().offset + 1]);
-        assert_eq!(
-            outputs.in_flight.available(),
-            output::OUTPUTS_IN_FLIGHT
-        );
+        assert_eq!(outputs.in_flight.available(), output::OUTPUTS_IN_FLIGHT);
         drop(msg);
     }
 }
