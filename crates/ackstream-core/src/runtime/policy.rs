@@ -173,11 +173,11 @@ fn publish_output<'a>(
     ) && let Some(claimed) = msg.claim()
     {
         // With a permit free and room in the producer's queue, nothing here waits: no future.
-        return match publisher.in_flight.try_take() {
-            Some(permit) => publisher
+        return match publisher.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => publisher
                 .publish_then_ack(claimed, outputs, failed, permit)
                 .map(|rest| -> BoxFuture<'a, ()> { rest }),
-            None => Some(Box::pin(publish_in_background(claimed, outputs, failed))),
+            Err(_) => Some(Box::pin(publish_in_background(claimed, outputs, failed))),
         };
     }
     let outputs = outputs.into_vec();
@@ -225,7 +225,12 @@ async fn publish_in_background(claimed: Claimed<'_>, outputs: Records, failed: D
         .outputs
         .as_ref()
         .expect("outputs exist where an output has somewhere to go");
-    let permit = publisher.in_flight.take().await;
+    let permit = publisher
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the permits are never closed");
     if let Some(rest) = publisher.publish_then_ack(claimed, outputs, failed, permit) {
         rest.await;
     }

@@ -17,7 +17,6 @@
 //! publishes the dead letter; [`output`] the outputs.
 
 pub mod dead_letter;
-pub(crate) mod in_flight;
 pub(crate) mod ledger;
 pub(crate) mod output;
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::in_flight::{InFlightLimit, InFlightPermit};
 use super::ledger::PendingOutput;
 use super::{EnqueueFn, ObserveFn, PUBLISH_TIMEOUT, PublishFn, TryEnqueueFn};
 use crate::error::BackendError;
@@ -33,7 +33,7 @@ pub(crate) struct Outputs {
     /// Traces, counts and times each output's hand-over when the subscriber is observed.
     observe: Option<Arc<ObserveFn>>,
     /// Permits for inputs whose outputs are in flight ([`OUTPUTS_IN_FLIGHT`]).
-    pub(crate) in_flight: Arc<InFlightLimit>,
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// The runtime the subscriber runs on: an input whose output failed at its last attempt
     /// is dead-lettered there (its answer comes on a backend's thread, outside any runtime).
     runtime: tokio::runtime::Handle,
@@ -65,7 +65,7 @@ impl Outputs {
             enqueue,
             try_enqueue,
             observe,
-            in_flight: InFlightLimit::new(OUTPUTS_IN_FLIGHT),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(OUTPUTS_IN_FLIGHT)),
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -168,7 +168,7 @@ impl Outputs {
         claimed: Claimed<'_>,
         records: Records,
         failed: Disposition,
-        permit: InFlightPermit,
+        permit: OwnedSemaphorePermit,
     ) -> Option<BoxFuture<'static, ()>> {
         let msg = claimed.message();
         // The record, not the message: the message goes back to its partition for the next
@@ -264,7 +264,7 @@ struct Settle {
     /// waits for the span to end.
     span: Option<tracing::Span>,
     pending: PendingOutput,
-    _permit: InFlightPermit,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// An input waiting for its outputs' answers. Dropped before [`finish`](Self::finish) (answers

@@ -185,7 +185,7 @@ mod cancelled {
             panic!("delivered");
         };
         let msg = KafkaMessage::new(record(), d.id, d.attempt, ctx.clone());
-        let permit = outputs.in_flight.try_take().unwrap();
+        let permit = outputs.in_flight.clone().try_acquire_owned().unwrap();
         let rest = outputs.publish_then_ack(
             msg.claim().expect("not settled yet"),
             output::Records::One(OutgoingRecord::new("out", "x")),
@@ -214,7 +214,10 @@ mod cancelled {
             stored.0.lock().unwrap().is_empty(),
             "nothing committed past it"
         );
-        assert_eq!(outputs.in_flight.available(), output::OUTPUTS_IN_FLIGHT);
+        assert_eq!(
+            outputs.in_flight.available_permits(),
+            output::OUTPUTS_IN_FLIGHT
+        );
         drop(msg);
     }
 
@@ -233,7 +236,10 @@ mod cancelled {
         let msg = publish_one(&ctx, &outputs);
         assert!(!ctx.retry_pending());
         assert_eq!(*stored.0.lock().unwrap(), [record().offset + 1]);
-        assert_eq!(outputs.in_flight.available(), output::OUTPUTS_IN_FLIGHT);
+        assert_eq!(
+            outputs.in_flight.available_permits(),
+            output::OUTPUTS_IN_FLIGHT
+        );
         drop(msg);
     }
 }
